@@ -1,0 +1,1 @@
+"""Shared, orchestration-free building blocks: paths, JSONL I/O, hashing, atomic writes, time."""

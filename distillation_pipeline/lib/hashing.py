@@ -1,0 +1,55 @@
+"""Canonical JSON and the hashes built on it.
+
+``sig_hash`` must be the same for a row however its keys were ordered or spaced when written,
+so it hashes the canonical form: keys sorted at every depth, no insignificant whitespace.
+orjson's OPT_SORT_KEYS sorts recursively; the stdlib fallback covers what orjson refuses
+(integers beyond 64 bits), with the same separators.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_CANON = orjson.OPT_SORT_KEYS
+
+
+def canonical_json(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj, option=_CANON)
+    except TypeError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sig_hash(row: Any) -> str:
+    return sha256_hex(canonical_json(row))
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def aggregate_hash(entries: Iterable[tuple[str, str]]) -> str:
+    """Order-independent hash over (relative path, sha256) pairs.
+
+    Sorting first makes it independent of listing order; including the path makes two trees
+    with the same contents under different names hash differently.
+    """
+    digest = hashlib.sha256()
+    for path, file_hash in sorted(entries):
+        digest.update(path.encode("utf-8"))
+        digest.update(b"\0")
+        digest.update(file_hash.encode("ascii"))
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,106 @@
+"""Reading JSONL the way real logs are: byte offsets, BOMs, CRLF, blank and torn lines.
+
+``iter_raw_lines`` never decodes or parses: it yields each line's byte offset and bytes, so the
+caller decides what is malformed and the offset stays exact for provenance round-trips.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 22  # 4 MiB reads keep syscalls rare without holding a source in memory
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    offset: int  # byte offset of the line's first byte in the file
+    data: bytes  # the line without its terminator (CR stripped, BOM stripped at offset 0)
+    terminated: bool  # False only for a last line with no newline after it
+
+
+def iter_raw_lines(path: Path, start: int = 0, max_line_bytes: int | None = None) -> Iterator[RawLine]:
+    """Yield every line from byte ``start`` to EOF.
+
+    A line longer than ``max_line_bytes`` is yielded truncated to that size with its true
+    offset, so one giant line is bounded in memory instead of being assembled whole.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        offset = start
+        pending = bytearray()
+        pending_offset = start
+        oversized = False
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            pos = 0
+            while True:
+                nl = chunk.find(b"\n", pos)
+                if nl < 0:
+                    piece = chunk[pos:]
+                    if not oversized:
+                        pending += piece
+                        if max_line_bytes is not None and len(pending) > max_line_bytes:
+                            del pending[max_line_bytes + 1 :]
+                            oversized = True
+                    offset += len(piece)
+                    break
+                piece = chunk[pos:nl]
+                if not oversized:
+                    pending += piece
+                    if max_line_bytes is not None and len(pending) > max_line_bytes:
+                        del pending[max_line_bytes + 1 :]
+                yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), True)
+                offset += len(piece) + 1
+                pending = bytearray()
+                pending_offset = offset
+                oversized = False
+                pos = nl + 1
+        if pending or oversized:
+            yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), False)
+
+
+def _clean(data: bytes, offset: int) -> bytes:
+    if offset == 0 and data.startswith(BOM):
+        data = data[len(BOM) :]
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    return data
+
+
+def read_line_at(path: Path, offset: int, limit: int = 1 << 26) -> bytes:
+    """Re-read the line that starts at ``offset`` (for provenance round-trips)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        buf = bytearray()
+        while len(buf) < limit:
+            chunk = handle.read(1 << 16)
+            if not chunk:
+                break
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                buf += chunk[:nl]
+                break
+            buf += chunk
+    return _clean(bytes(buf), offset)
+
+
+def iter_json_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file the pipeline itself wrote (trusted: one object per line)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                yield orjson.loads(line)
+
+
+def dumps_line(obj: Any) -> bytes:
+    """One output line: sorted keys so that identical records are identical bytes."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
