@@ -4,6 +4,7 @@
 caller decides what is malformed and the offset stays exact for provenance round-trips.
 """
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ class RawLine:
     offset: int  # byte offset of the line's first byte in the file
     data: bytes  # the line without its terminator (CR stripped, BOM stripped at offset 0)
     terminated: bool  # False only for a last line with no newline after it
+    end: int  # byte offset just past the line and its terminator: where the next line starts
 
 
 def iter_raw_lines(path: Path, start: int = 0, max_line_bytes: int | None = None) -> Iterator[RawLine]:
@@ -55,14 +57,14 @@ def iter_raw_lines(path: Path, start: int = 0, max_line_bytes: int | None = None
                     pending += piece
                     if max_line_bytes is not None and len(pending) > max_line_bytes:
                         del pending[max_line_bytes + 1 :]
-                yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), True)
                 offset += len(piece) + 1
+                yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), True, offset)
                 pending = bytearray()
                 pending_offset = offset
                 oversized = False
                 pos = nl + 1
         if pending or oversized:
-            yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), False)
+            yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), False, offset)
 
 
 def _clean(data: bytes, offset: int) -> bytes:
@@ -102,5 +104,12 @@ def iter_json_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def dumps_line(obj: Any) -> bytes:
-    """One output line: sorted keys so that identical records are identical bytes."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+    """One output line: sorted keys so that identical records are identical bytes.
+
+    orjson refuses integers beyond 64 bits, which real logs do contain; those rows take the
+    stdlib path with the same key order and separators.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"

@@ -1,0 +1,1 @@
+"""Stage ``collect``: source rows in ``data/_kb/`` become EvidenceRecords with provenance."""

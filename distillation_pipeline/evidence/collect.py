@@ -1,0 +1,384 @@
+"""Stage ``collect``: every source row becomes one EvidenceRecord, a skip, or a duplicate.
+
+Counts are conserved per stream and in total: rows read = written + skipped + deduplicated.
+Blank lines are not rows; they are counted apart so nothing disappears from the tally.
+
+Runs are incremental: only bytes appended to a source since the last commit are read (see
+``state.py``). A source whose already-read prefix changed is re-collected from scratch.
+"""
+
+import array
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from distillation_pipeline.evidence.records import build_evidence, is_score_ready
+from distillation_pipeline.evidence.state import CollectState, StateMismatch, StreamState, recover, seen_file
+from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
+from distillation_pipeline.lib.atomic import atomic_write_bytes
+from distillation_pipeline.lib.hashing import canonical_json
+from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_lines
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.lib.timestamps import iso_utc, now_utc
+from distillation_pipeline.schemas import EvidenceRecord
+
+MAX_LINE_BYTES = 1 << 20  # a 1 MiB log line is a dump, not a review: skip it, bounded in memory
+_FLUSH_BYTES = 16 << 20  # buffered evidence before appending to partition files
+UNKNOWN_STREAM = "unknown_stream"
+
+
+@dataclass
+class StreamCounts:
+    stream: str
+    source_present: bool
+    known: bool = True
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    deduplicated: int = 0
+    blank_lines: int = 0
+    score_ready: int = 0
+    skip_reasons: Counter = field(default_factory=Counter)
+    rebuilt: str | None = None  # why the stream was re-collected from scratch, if it was
+    total_on_record: int = 0  # evidence records for this stream after the run
+
+    @property
+    def conserved(self) -> bool:
+        return self.read == self.written + self.skipped + self.deduplicated
+
+
+@dataclass
+class CollectResult:
+    recorded_at: datetime
+    dry_run: bool
+    streams: dict[str, StreamCounts]
+    inputs: list[Path]
+    outputs: list[Path]
+    repaired: list[str]
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(counts, attribute) for counts in self.streams.values())
+
+    @property
+    def conserved(self) -> bool:
+        return all(counts.conserved for counts in self.streams.values())
+
+    @property
+    def skip_reasons(self) -> Counter:
+        reasons: Counter = Counter()
+        for counts in self.streams.values():
+            reasons.update(counts.skip_reasons)
+        return reasons
+
+    def render_table(self) -> str:
+        header = f"{'stream':<24} {'read':>9} {'written':>9} {'skipped':>8} {'dedup':>8} {'blank':>6} {'on record':>10}  note"
+        lines = [header, "-" * len(header)]
+        for name in sorted(self.streams):
+            c = self.streams[name]
+            note = "absent" if not c.source_present else ("unknown stream: not collected" if not c.known else "")
+            if c.rebuilt:
+                note = f"rebuilt: {c.rebuilt}"
+            lines.append(
+                f"{name:<24} {c.read:>9} {c.written:>9} {c.skipped:>8} {c.deduplicated:>8} {c.blank_lines:>6} {c.total_on_record:>10}  {note}"
+            )
+        lines.append("-" * len(header))
+        lines.append(
+            f"{'TOTAL':<24} {self.total('read'):>9} {self.total('written'):>9} {self.total('skipped'):>8} "
+            f"{self.total('deduplicated'):>8} {self.total('blank_lines'):>6} {self.total('total_on_record'):>10}"
+        )
+        verdict = "conserved" if self.conserved else "NOT CONSERVED"
+        lines.append(f"read = written + skipped + deduplicated: {verdict}")
+        if self.skip_reasons:
+            lines.append("skips by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skip_reasons.items())))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def discover_streams(layout: Layout) -> list[str]:
+    """Known streams always (absent files are reported), plus unknown ``*.jsonl`` files in _kb."""
+    names = set(STREAMS)
+    if layout.kb_dir.exists():
+        for path in layout.kb_dir.glob("*.jsonl"):
+            if path.name not in NON_STREAM_FILES:
+                names.add(path.stem)
+    return sorted(names)
+
+
+def collect(layout: Layout, recorded_at: datetime | None = None, dry_run: bool = False) -> CollectResult:
+    recorded_at = recorded_at or now_utc()
+    state = CollectState.load(layout)
+    repaired: list[str] = []
+    if not dry_run:
+        try:
+            repaired = recover(layout, state)
+        except StateMismatch as exc:
+            repaired = [f"evidence did not match its commit record ({exc}); re-collecting every stream"]
+            _wipe(layout)
+            state = CollectState()
+
+    writer = _PartitionWriter(layout, state, dry_run)
+    results: dict[str, StreamCounts] = {}
+    new_skips: list[dict[str, Any]] = []
+    rebuilt_streams: set[str] = set()
+    for stream in discover_streams(layout):
+        counts, skips, rebuilt = _collect_stream(layout, stream, state, writer, recorded_at, dry_run)
+        results[stream] = counts
+        new_skips += skips
+        if rebuilt:
+            rebuilt_streams.add(stream)
+    writer.flush()
+
+    if not dry_run:
+        _write_skips(layout, new_skips, rebuilt_streams)
+        writer.commit_lengths()
+        state.save(layout)  # the commit point: everything before it is undone if we die first
+
+    for name, counts in results.items():
+        counts.total_on_record = state.streams.get(name, StreamState()).written
+    outputs = sorted(layout.root / rel for rel in state.evidence_files)
+    inputs = sorted(layout.source_file(name) for name, c in results.items() if c.source_present)
+    return CollectResult(recorded_at, dry_run, results, inputs, outputs, repaired)
+
+
+def _wipe(layout: Layout) -> None:
+    for path in sorted(layout.evidence_dir.rglob("*.jsonl")) if layout.evidence_dir.exists() else []:
+        path.unlink()
+    for path in layout.evidence_seen_dir.glob("*.bin") if layout.evidence_seen_dir.exists() else []:
+        path.unlink()
+    layout.evidence_state_file.unlink(missing_ok=True)
+
+
+def _prefix_sha256(path: Path, length: int) -> str:
+    digest = hashlib.sha256()
+    remaining = length
+    with open(path, "rb") as handle:
+        while remaining > 0:
+            chunk = handle.read(min(remaining, 1 << 22))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _collect_stream(
+    layout: Layout,
+    stream: str,
+    state: CollectState,
+    writer: "_PartitionWriter",
+    recorded_at: datetime,
+    dry_run: bool,
+) -> tuple[StreamCounts, list[dict[str, Any]], bool]:
+    source = layout.source_file(stream)
+    known = stream in STREAMS
+    counts = StreamCounts(stream=stream, source_present=source.exists(), known=known)
+    if not counts.source_present:
+        return counts, [], False
+
+    previous = state.streams.get(stream)
+    size = source.stat().st_size
+    rebuilt = False
+    if previous is not None and previous.consumed_bytes:
+        if size < previous.consumed_bytes:
+            counts.rebuilt = f"source shrank from {previous.consumed_bytes} to {size} bytes"
+        elif _prefix_sha256(source, previous.consumed_bytes) != previous.prefix_sha256:
+            counts.rebuilt = "already-collected bytes of the source changed"
+        if counts.rebuilt:
+            rebuilt = True
+            writer.drop_stream(stream)
+            previous = None
+    stream_state = StreamState() if previous is None else previous
+    if rebuilt and not dry_run:
+        seen_file(layout, stream).unlink(missing_ok=True)
+    seen = _load_seen(layout, stream, stream_state) if not rebuilt else set()
+    new_seen = array.array("Q")
+    start = stream_state.consumed_bytes
+    source_rel = layout.relative(source)
+    skips: list[dict[str, Any]] = []
+    recorded_iso = iso_utc(recorded_at)
+
+    def skip(offset: int, reason: str, detail: str = "") -> None:
+        counts.skipped += 1
+        counts.skip_reasons[reason] += 1
+        skips.append(
+            {
+                "schema_version": 1,
+                "stream": stream,
+                "source_file": source_rel,
+                "line_offset": offset,
+                "reason": reason,
+                "detail": detail[:300],
+                "recorded_at": recorded_iso,
+            }
+        )
+
+    consumed = start
+    for line in iter_raw_lines(source, start=start, max_line_bytes=MAX_LINE_BYTES):
+        consumed = line.end
+        if not line.data.strip():
+            counts.blank_lines += 1
+            continue
+        counts.read += 1
+        if len(line.data) > MAX_LINE_BYTES:
+            skip(line.offset, "line_too_long", f"line exceeds {MAX_LINE_BYTES} bytes")
+            continue
+        if not known:
+            skip(line.offset, UNKNOWN_STREAM, f"no stream contract for {source.name}")
+            continue
+        try:
+            row = orjson.loads(line.data)
+        except orjson.JSONDecodeError as exc:
+            skip(line.offset, *_parse_failure(line.data, line.terminated, exc))
+            continue
+        if not isinstance(row, dict):
+            skip(line.offset, "not_an_object", f"top-level JSON {type(row).__name__}")
+            continue
+        canonical = canonical_json(row)
+        digest = hashlib.sha256(canonical).digest()
+        key = int.from_bytes(digest[:8], "big")
+        if key in seen:
+            counts.deduplicated += 1
+            continue
+        try:
+            record = build_evidence(stream, row, digest.hex(), source_rel, line.offset, recorded_at)
+            EvidenceRecord.model_validate(record)
+        except RowError as exc:
+            skip(line.offset, exc.reason, exc.detail)
+            continue
+        except ValidationError as exc:
+            skip(line.offset, "schema_violation", _first_error(exc))
+            continue
+        seen.add(key)
+        new_seen.append(key)
+        counts.written += 1
+        if is_score_ready(record):
+            counts.score_ready += 1
+        writer.add(record["event_at"], stream, dumps_line(record))
+
+    stream_state.consumed_bytes = consumed
+    if not dry_run:
+        stream_state.prefix_sha256 = _prefix_sha256(source, consumed)
+        stream_state.seen_bytes = _append_seen(layout, stream, new_seen)
+    stream_state.rows_read += counts.read
+    for attribute in ("written", "skipped", "deduplicated", "blank_lines", "score_ready"):
+        setattr(stream_state, attribute, getattr(stream_state, attribute) + getattr(counts, attribute))
+    if not dry_run:
+        state.streams[stream] = stream_state
+    return counts, skips, rebuilt
+
+
+def _parse_failure(data: bytes, terminated: bool, exc: Exception) -> tuple[str, str]:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as decode_error:
+        return "invalid_utf8", f"byte {decode_error.start}: {decode_error.reason}"
+    if not terminated:
+        return "truncated_line", "last line has no newline and does not parse (cut off mid-write)"
+    message = str(exc)
+    if "recursion" in message.lower():
+        return "too_deeply_nested", message[:200]
+    return "malformed_json", message[:200]
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    return f"{location}: {error['msg']}"
+
+
+def _load_seen(layout: Layout, stream: str, stream_state: StreamState) -> set[int]:
+    path = seen_file(layout, stream)
+    if not path.exists() or not stream_state.seen_bytes:
+        return set()
+    values = array.array("Q")
+    with open(path, "rb") as handle:
+        values.frombytes(handle.read(stream_state.seen_bytes))
+    return set(values)
+
+
+def _append_seen(layout: Layout, stream: str, new_seen: array.array) -> int:
+    path = seen_file(layout, stream)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        handle.write(new_seen.tobytes())
+    return path.stat().st_size
+
+
+class _PartitionWriter:
+    """Buffers evidence lines per partition file and appends them in large writes."""
+
+    def __init__(self, layout: Layout, state: CollectState, dry_run: bool) -> None:
+        self.layout = layout
+        self.state = state
+        self.dry_run = dry_run
+        self.buffers: dict[str, list[bytes]] = {}
+        self.buffered = 0
+        self.touched: set[str] = set()
+
+    def add(self, event_at_iso: str, stream: str, line: bytes) -> None:
+        # event_at is "YYYY-MM-DDT..." in UTC: the partition is its date.
+        rel = f"data/evidence/{event_at_iso[0:4]}/{event_at_iso[5:7]}/{event_at_iso[8:10]}/{stream}.jsonl"
+        self.buffers.setdefault(rel, []).append(line)
+        self.buffered += len(line)
+        if self.buffered >= _FLUSH_BYTES:
+            self.flush()
+
+    def drop_stream(self, stream: str) -> None:
+        suffix = f"/{stream}.jsonl"
+        for rel in [rel for rel in self.state.evidence_files if rel.endswith(suffix)]:
+            if not self.dry_run:
+                (self.layout.root / rel).unlink(missing_ok=True)
+                del self.state.evidence_files[rel]
+        for rel in [rel for rel in self.buffers if rel.endswith(suffix)]:
+            del self.buffers[rel]
+
+    def flush(self) -> None:
+        if not self.dry_run:
+            for rel, lines in self.buffers.items():
+                path = self.layout.root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "ab") as handle:
+                    handle.write(b"".join(lines))
+                self.touched.add(rel)
+        self.buffers.clear()
+        self.buffered = 0
+
+    def commit_lengths(self) -> None:
+        for rel in sorted(self.touched):
+            path = self.layout.root / rel
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            self.state.evidence_files[rel] = path.stat().st_size
+
+
+def _write_skips(layout: Layout, new_skips: list[dict[str, Any]], rebuilt_streams: Iterable[str]) -> None:
+    """Keep one sorted skips file: old skips (minus re-collected streams) plus this run's.
+
+    Sorting by source position makes the file the same whether the rows arrived in one run or
+    in several incremental ones; re-processing after a crash finds the same keys and adds none.
+    """
+    rebuilt = set(rebuilt_streams)
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in iter_json_rows(layout.skips_file):
+        if row.get("stream") not in rebuilt:
+            merged[(row["stream"], row["source_file"], row["line_offset"])] = row
+    changed = False
+    for row in new_skips:
+        key = (row["stream"], row["source_file"], row["line_offset"])
+        if key not in merged:
+            merged[key] = row
+            changed = True
+    if not changed and not rebuilt and layout.skips_file.exists():
+        return
+    payload = b"".join(dumps_line(merged[key]) for key in sorted(merged))
+    atomic_write_bytes(layout.skips_file, payload)
