@@ -345,6 +345,7 @@ class RunSummary(Record):
     git_sha: str
     stages: dict[str, StageReceipt]
     stages_not_run: dict[str, str] = Field(default_factory=dict, description="stage -> why it did not run")
+    failed_checks: list[str] = Field(default_factory=list, description="asset checks that failed in this run")
     dataset_sizes: dict[str, int]
     quarantined: dict[str, int]
     overall_passed: bool

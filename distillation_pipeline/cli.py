@@ -1,0 +1,167 @@
+"""The ``distill`` command. Data commands run the Dagster job in-process (the graph the UI runs).
+
+Exit codes (spec section 9): 0 the run passed validation; 1 it ran but failed validation;
+2 bad usage or input that stops the run, with one clear line saying why.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED_VALIDATION, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage or input that stops the run: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing
+# ---------------------------------------------------------------------------------------------
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=".", help="where data/, exports/ and reports/ live (default: .)")
+    parser.add_argument("--recorded-at", help="pin provenance time (ISO-8601) for byte-identical output")
+    parser.add_argument("--dry-run", action="store_true", help="compute and report, write nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Turn agent JSONL logs into trustworthy datasets, with receipts and drift checks.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = sub.add_parser("sample", help="generate a sample data/_kb/ substrate")
+    sample.add_argument("--root", default=".")
+    sample.add_argument("--rows", type=int, default=20_000)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--clean", action="store_true", help="no malformed rows")
+    sample.add_argument("--if-empty", action="store_true", help="do nothing when data/_kb/ already has sources")
+    sample.set_defaults(handler=cmd_sample)
+
+    build = sub.add_parser("build-evidence", help="stage collect: sources -> evidence")
+    _data_options(build)
+    build.set_defaults(handler=cmd_stage, assets=["evidence"])
+
+    health = sub.add_parser("health", help="write and print data/_kb/evidence_health.md")
+    health.add_argument("--root", default=".")
+    health.add_argument("--sample", type=int, default=30, help="records to round-trip to their source")
+    health.set_defaults(handler=cmd_health)
+
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _root(args: argparse.Namespace, must_have_sources: bool = True) -> Path:
+    from distillation_pipeline.lib.layout import Layout
+
+    root = Path(args.root).resolve()
+    if not root.is_dir():
+        raise UsageError(f"--root {args.root}: no such directory")
+    if must_have_sources and not Layout.at(root).kb_dir.is_dir():
+        raise UsageError(
+            f"no sources: {Layout.at(root).kb_dir} does not exist (run `distill sample --root {args.root}` for a sample)"
+        )
+    return root
+
+
+def _validate_time(value: str | None) -> None:
+    if value is None:
+        return
+    from distillation_pipeline.lib.timestamps import TimestampError, parse_timestamp
+
+    try:
+        parse_timestamp(value)
+    except TimestampError as exc:
+        raise UsageError(f"--recorded-at {value!r}: {exc}") from None
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from distillation_pipeline.lib.layout import Layout
+    from distillation_pipeline.sample import generate_substrate
+
+    root = Path(args.root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    layout = Layout.at(root)
+    if args.if_empty and layout.kb_dir.is_dir() and any(layout.kb_dir.glob("*.jsonl")):
+        print(f"sample: {layout.kb_dir} already has sources; left as they are")
+        return EXIT_OK
+    if args.rows < 1:
+        raise UsageError("--rows must be at least 1")
+    stats = generate_substrate(root, rows=args.rows, seed=args.seed, mess=not args.clean)
+    print(f"sample: wrote {stats.to_dict().get('total_lines', args.rows)} lines to {layout.kb_dir} (seed {args.seed})")
+    return EXIT_OK
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from distillation_pipeline.defs.execute import run_pipeline
+    from distillation_pipeline.reporting import print_outcome
+
+    root = _root(args)
+    _validate_time(args.recorded_at)
+    outcome = run_pipeline(
+        root,
+        assets=args.assets,
+        recorded_at=args.recorded_at,
+        dry_run=args.dry_run,
+        asset_config=getattr(args, "asset_config", lambda a: None)(args),
+        log_level="DEBUG" if args.verbose else "WARNING",
+    )
+    print_outcome(outcome, root)
+    return EXIT_OK if outcome.validation_passed else EXIT_FAILED_VALIDATION
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from distillation_pipeline.evidence.health import write_health_report
+    from distillation_pipeline.lib.layout import Layout
+
+    layout = Layout.at(_root(args))
+    if not layout.evidence_state_file.exists():
+        raise UsageError("no evidence yet: run `distill build-evidence` first")
+    report = write_health_report(layout, sample=args.sample)
+    print(report.render())
+    print(f"written to {layout.relative(layout.health_report)}")
+    return EXIT_OK if report.passed else EXIT_FAILED_VALIDATION
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed one line of usage error
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    if not args.verbose:
+        # Dagster logs every event at INFO; the command prints its own summary instead.
+        os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "WARNING")
+        logging.getLogger("dagster").setLevel(logging.WARNING)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"distill: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("distill: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an environment problem: one line, details on request
+        if args.verbose:
+            raise
+        print(f"distill: error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Run the pipeline job in-process: what ``distill`` does, with the definitions the UI loads."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
+from distillation_pipeline.schemas import StageReceipt
+
+# asset key -> stage name in receipts
+ASSET_STAGES = {
+    "evidence": "collect",
+    "scored_runs": "score",
+    "rag_playbooks": "export-rag",
+    "sft_dataset": "export-sft",
+    "preference_dataset": "export-preference",
+}
+
+
+def ensure_dagster_home(root: Path) -> Path:
+    """Use $DAGSTER_HOME if set, else ``<root>/.dagster_home``, so CLI runs show up in the UI."""
+    home = Path(os.environ.get("DAGSTER_HOME") or (root / ".dagster_home")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def default_instance(root: Path) -> dg.DagsterInstance:
+    """The persistent instance the UI shows, or an in-memory one when
+    ``DISTILL_DAGSTER_INSTANCE=ephemeral`` (tests: no run history, and several times faster)."""
+    if os.environ.get("DISTILL_DAGSTER_INSTANCE") == "ephemeral":
+        return dg.DagsterInstance.ephemeral()
+    ensure_dagster_home(root)
+    return dg.DagsterInstance.get()
+
+
+@dataclass
+class PipelineOutcome:
+    run_id: str
+    success: bool
+    receipts: dict[str, StageReceipt] = field(default_factory=dict)  # stage -> receipt
+    failures: list[str] = field(default_factory=list)
+    check_failures: list[str] = field(default_factory=list)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # asset -> metadata values
+
+    @property
+    def validation_passed(self) -> bool:
+        return self.success and not self.check_failures and all(r.validation.passed for r in self.receipts.values())
+
+
+def run_pipeline(
+    root: Path,
+    *,
+    assets: list[str] | None = None,
+    recorded_at: str | None = None,
+    dry_run: bool = False,
+    asset_config: dict[str, dict[str, Any]] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    log_level: str = "WARNING",
+) -> PipelineOutcome:
+    from distillation_pipeline.definitions import defs
+
+    root = root.resolve()
+    if instance is None:
+        instance = default_instance(root)
+    run_config: dict[str, Any] = {
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "resources": {
+            "paths": {"config": {"root": str(root)}},
+            "options": {"config": {"recorded_at": recorded_at, "dry_run": dry_run}},
+        }
+    }
+    if asset_config:
+        run_config["ops"] = {name: {"config": config} for name, config in asset_config.items()}
+    job = defs.resolve_job_def(PIPELINE_JOB_NAME)
+    selection = [dg.AssetKey(name) for name in assets] if assets else None
+    result = job.execute_in_process(
+        run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
+    )
+    outcome = PipelineOutcome(run_id=result.run_id, success=result.success)
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            metadata = {key: value.value for key, value in materialization.metadata.items()}
+            outcome.metadata[materialization.asset_key.to_user_string()] = metadata
+            _take_receipt(outcome, metadata)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            failure = event.step_failure_data
+            user = failure.user_failure_data
+            if user is not None:
+                _take_receipt(outcome, {key: value.value for key, value in user.metadata.items()})
+                outcome.failures.append(f"{event.step_key}: {user.description}")
+            else:
+                outcome.failures.append(f"{event.step_key}: {failure.error.message.strip() if failure.error else 'failed'}")
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                outcome.check_failures.append(
+                    f"{evaluation.asset_check_key.asset_key.to_user_string()}:{evaluation.asset_check_key.name}"
+                    f" ({evaluation.severity.value}): {evaluation.description or ''}".rstrip(": ")
+                )
+    return outcome
+
+
+def _take_receipt(outcome: PipelineOutcome, metadata: dict[str, Any]) -> None:
+    raw = metadata.get("receipt")
+    if isinstance(raw, dict):
+        receipt = StageReceipt.model_validate(raw)
+        outcome.receipts[receipt.stage] = receipt

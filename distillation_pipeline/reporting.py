@@ -1,0 +1,68 @@
+"""What the CLI prints after a pipeline run: per-stage tables from the receipts."""
+
+from pathlib import Path
+
+from distillation_pipeline.defs.execute import PipelineOutcome
+from distillation_pipeline.schemas import STAGES, StageReceipt
+
+
+def render_collect(receipt: StageReceipt) -> str:
+    per_stream = receipt.counts.per_stream
+    header = f"{'stream':<24} {'read':>9} {'written':>9} {'skipped':>8} {'dedup':>8} {'blank':>6} {'on record':>10}"
+    lines = [header, "-" * len(header)]
+    for name in sorted(per_stream):
+        row = per_stream[name]
+        lines.append(
+            f"{name:<24} {row['read']:>9} {row['written']:>9} {row['skipped']:>8} {row['deduplicated']:>8} "
+            f"{row['blank_lines']:>6} {row['on_record']:>10}"
+        )
+    counts = receipt.counts
+    total_on_record = sum(row["on_record"] for row in per_stream.values())
+    lines.append("-" * len(header))
+    total_blank = sum(row["blank_lines"] for row in per_stream.values())
+    lines.append(
+        f"{'TOTAL':<24} {counts.records_in:>9} {counts.records_out:>9} {counts.skipped:>8} {counts.deduplicated:>8} "
+        f"{total_blank:>6} {total_on_record:>10}"
+    )
+    conserved = counts.records_in == counts.records_out + counts.skipped + counts.deduplicated
+    lines.append(f"read = written + skipped + deduplicated: {'yes' if conserved else 'NO'}")
+    if counts.per_reason:
+        lines.append("skipped by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.per_reason.items())))
+    return "\n".join(lines)
+
+
+def render_generic(receipt: StageReceipt) -> str:
+    c = receipt.counts
+    parts = [f"in={c.records_in}", f"out={c.records_out}"]
+    if c.quarantined:
+        parts.append(f"quarantined={c.quarantined}")
+    if c.skipped:
+        parts.append(f"skipped={c.skipped}")
+    line = "  ".join(parts)
+    if c.per_category:
+        line += "\n  by category: " + ", ".join(f"{k}={v}" for k, v in sorted(c.per_category.items()))
+    if c.per_reason:
+        line += "\n  by reason:   " + ", ".join(f"{k}={v}" for k, v in sorted(c.per_reason.items()))
+    return line
+
+
+RENDERERS = {"collect": render_collect}
+
+
+def print_outcome(outcome: PipelineOutcome, root: Path) -> None:
+    for stage in STAGES:
+        receipt = outcome.receipts.get(stage)
+        if receipt is None:
+            continue
+        status = "passed" if receipt.validation.passed else "FAILED validation"
+        print(f"== {stage}: {status} ({receipt.duration_ms} ms)")
+        print(RENDERERS.get(stage, render_generic)(receipt))
+        for error in receipt.validation.errors:
+            print(f"  ! {error}")
+        for check in receipt.validation.checks_not_run:
+            print(f"  ? check not run: {check}")
+    for failure in outcome.failures:
+        print(f"FAILED {failure}")
+    for failure in outcome.check_failures:
+        print(f"CHECK FAILED {failure}")
+    print(f"run {outcome.run_id}: receipts in {root / 'reports' / 'distillation' / outcome.run_id}")

@@ -1,0 +1,336 @@
+"""Stage collect (spec section 3): provenance, skips, conservation, idempotency, bit-stability."""
+
+import hashlib
+from collections import Counter
+
+import orjson
+import pytest
+
+from distillation_pipeline.evidence.collect import MAX_LINE_BYTES, collect
+from distillation_pipeline.evidence.health import check_health
+from distillation_pipeline.lib.hashing import canonical_json
+from distillation_pipeline.lib.jsonl import iter_json_rows, read_line_at
+from distillation_pipeline.lib.timestamps import parse_timestamp
+from distillation_pipeline.schemas import EvidenceRecord, SkipRecord
+from distillation_pipeline_tests.conftest import PINNED, Substrate, scrum_row, tree_bytes
+
+PIN = parse_timestamp(PINNED)
+
+
+def evidence_rows(substrate: Substrate, stream: str = "scrum_reviews") -> list[dict]:
+    rows = []
+    for path in sorted(substrate.layout.evidence_dir.rglob(f"{stream}.jsonl")):
+        rows += list(iter_json_rows(path))
+    return rows
+
+
+def skips(substrate: Substrate) -> list[dict]:
+    return list(iter_json_rows(substrate.layout.skips_file))
+
+
+def skip_reasons(substrate: Substrate) -> Counter:
+    return Counter(row["reason"] for row in skips(substrate))
+
+
+# --- provenance and shape ---------------------------------------------------------------------
+
+
+def test_every_record_validates_and_carries_provenance(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1"), scrum_row("r2", attempt=3)])
+    collect(substrate.layout, recorded_at=PIN)
+    rows = evidence_rows(substrate)
+    assert len(rows) == 2
+    for row in rows:
+        record = EvidenceRecord.model_validate(row)
+        assert record.provenance.source_file == "data/_kb/scrum_reviews.jsonl"
+        assert record.provenance.recorded_at == PIN
+        assert record.source_class == "verdict"
+    offsets = [row["provenance"]["line_offset"] for row in rows]
+    first_line_length = len(orjson.dumps(scrum_row("r1"))) + 1
+    assert offsets == [0, first_line_length]
+
+
+def test_sig_hash_is_canonical_and_round_trips_to_the_source(substrate: Substrate) -> None:
+    # Same row twice with different key order and spacing: one canonical hash.
+    substrate.write_bytes(
+        "scrum_reviews",
+        b'{"review_id": "r1", "task_id": "t", "accepted_on_attempt": 1, "created_at": "2026-10-02T00:00:00Z"}\n'
+        b'{"created_at":"2026-10-02T00:00:00Z","accepted_on_attempt":1,"task_id":"t","review_id":"r1"}\n',
+    )
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert result.streams["scrum_reviews"].deduplicated == 1
+    record = evidence_rows(substrate)[0]
+    source = substrate.root / record["provenance"]["source_file"]
+    raw = read_line_at(source, record["provenance"]["line_offset"])
+    assert hashlib.sha256(canonical_json(orjson.loads(raw))).hexdigest() == record["provenance"]["sig_hash"]
+    assert check_health(substrate.layout).passed
+
+
+def test_partitioned_by_event_date(substrate: Substrate) -> None:
+    substrate.write_rows(
+        "scrum_reviews",
+        [scrum_row("r1", created_at="2026-10-02T23:30:00-02:00"), scrum_row("r2", created_at="2026-09-30T00:00:00Z")],
+    )
+    collect(substrate.layout, recorded_at=PIN)
+    files = sorted(p.relative_to(substrate.layout.evidence_dir).as_posix() for p in substrate.layout.evidence_dir.rglob("*.jsonl"))
+    # 23:30 at -02:00 is 01:30 UTC the next day
+    assert files == ["2026/09/30/scrum_reviews.jsonl", "2026/10/03/scrum_reviews.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-10-02T10:00:00Z", "2026-10-02T10:00:00Z"),
+        ("2026-10-02T12:00:00+02:00", "2026-10-02T10:00:00Z"),
+        (1790935200, "2026-10-02T10:00:00Z"),
+        (1790935200000, "2026-10-02T10:00:00Z"),
+        ("1790935200", "2026-10-02T10:00:00Z"),
+        ("1790935200000", "2026-10-02T10:00:00Z"),
+    ],
+    ids=["iso-z", "iso-offset", "epoch-s", "epoch-ms", "epoch-s-string", "epoch-ms-string"],
+)
+def test_each_timestamp_form(substrate: Substrate, value: object, expected: str) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1", created_at=value)])
+    collect(substrate.layout, recorded_at=PIN)
+    assert evidence_rows(substrate)[0]["event_at"] == expected
+
+
+def test_ts_streams_and_extracted_at_streams(substrate: Substrate) -> None:
+    substrate.write_rows("observer_reviews", [{"review_id": "o1", "task_id": "t", "task": "x", "output": "y", "verdict": "accept", "ts": "2026-10-05T00:00:00Z"}])
+    substrate.write_rows("distilled_facts", [{"id": "f1", "task_id": "t", "text": "a fact", "extracted_at": 1790935200}])
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["observer_reviews"].written == 1
+    assert result.streams["distilled_facts"].written == 1
+    fact = evidence_rows(substrate, "distilled_facts")[0]
+    assert fact["content"] == "a fact" and fact["source_class"] == "extraction"
+
+
+# --- each kind of mess ---------------------------------------------------------------------------
+
+
+def test_malformed_json_is_skipped_with_reason(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b'{"review_id": "r1", oops}\n' + orjson.dumps(scrum_row("r2")) + b"\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert skip_reasons(substrate) == {"malformed_json": 1}
+    assert skips(substrate)[0]["line_offset"] == 0
+
+
+def test_utf8_bom_is_stripped(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b"\xef\xbb\xbf" + orjson.dumps(scrum_row("r1")) + b"\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert check_health(substrate.layout).passed  # the round-trip re-read copes with the BOM too
+
+
+def test_crlf_line_endings(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", orjson.dumps(scrum_row("r1")) + b"\r\n" + orjson.dumps(scrum_row("r2")) + b"\r\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 2
+    second = evidence_rows(substrate)[1]
+    assert second["provenance"]["line_offset"] == len(orjson.dumps(scrum_row("r1"))) + 2
+    assert check_health(substrate.layout).passed
+
+
+def test_non_utf8_bytes_are_skipped(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b'{"review_id": "r1", "task": "caf\xe9"}\n' + orjson.dumps(scrum_row("r2")) + b"\n")
+    collect(substrate.layout, recorded_at=PIN)
+    assert skip_reasons(substrate) == {"invalid_utf8": 1}
+
+
+def test_truncated_last_line_is_skipped_not_fatal(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", orjson.dumps(scrum_row("r1")) + b'\n{"review_id": "r2", "task_id": "t", "crea')
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert skip_reasons(substrate) == {"truncated_line": 1}
+    assert result.conserved
+
+
+def test_unterminated_but_complete_last_line_is_kept(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", orjson.dumps(scrum_row("r1")))
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+
+
+def test_huge_line_is_bounded_and_skipped(substrate: Substrate) -> None:
+    huge = orjson.dumps(scrum_row("big", review="x" * (MAX_LINE_BYTES + 10)))
+    substrate.write_bytes("scrum_reviews", huge + b"\n" + orjson.dumps(scrum_row("r2")) + b"\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert skip_reasons(substrate) == {"line_too_long": 1}
+    assert result.streams["scrum_reviews"].written == 1
+    assert evidence_rows(substrate)[0]["provenance"]["line_offset"] == len(huge) + 1
+
+
+def test_wrong_types_are_schema_violations(substrate: Substrate) -> None:
+    substrate.write_rows(
+        "scrum_reviews",
+        [scrum_row("r1", attempt="many"), scrum_row("r2", attempt=0), scrum_row("r3", task={"nested": 1})],
+    )
+    substrate.write_rows("outcomes", [{"outcome_id": "o1", "task_id": "t", "summary": "s", "events": "all good", "gap_signals": 0, "created_at": PINNED}])
+    collect(substrate.layout, recorded_at=PIN)
+    assert skip_reasons(substrate) == {"schema_violation": 4}
+    assert all(row["detail"] for row in skips(substrate))
+
+
+def test_numbers_as_strings_are_coerced(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1", attempt="2")])
+    collect(substrate.layout, recorded_at=PIN)
+    assert evidence_rows(substrate)[0]["markers"]["accepted_on_attempt"] == 2
+
+
+def test_missing_timestamp_and_missing_fields(substrate: Substrate) -> None:
+    no_time = scrum_row("r1")
+    del no_time["created_at"]
+    no_task = scrum_row("r2")
+    del no_task["task_id"]
+    substrate.write_rows("scrum_reviews", [no_time, no_task, scrum_row("r3", created_at="yesterday")])
+    collect(substrate.layout, recorded_at=PIN)
+    assert skip_reasons(substrate) == {"missing_timestamp": 1, "missing_required_field": 1, "bad_timestamp": 1}
+
+
+def test_exact_duplicates_are_deduplicated_not_skipped(substrate: Substrate) -> None:
+    line = orjson.dumps(scrum_row("r1")) + b"\n"
+    substrate.write_bytes("scrum_reviews", line * 3)
+    result = collect(substrate.layout, recorded_at=PIN)
+    counts = result.streams["scrum_reviews"]
+    assert (counts.read, counts.written, counts.deduplicated, counts.skipped) == (3, 1, 2, 0)
+
+
+def test_absent_empty_and_unknown_streams(substrate: Substrate) -> None:
+    substrate.write_bytes("audits", b"")
+    substrate.write_rows("legacy_notes", [{"note": "x"}, {"note": "y"}])
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["observer_reviews"].source_present is False  # absent: reported, not an error
+    assert result.streams["audits"].source_present and result.streams["audits"].read == 0
+    unknown = result.streams["legacy_notes"]
+    assert not unknown.known and unknown.read == 2 and unknown.skipped == 2
+    assert skip_reasons(substrate) == {"unknown_stream": 2}
+
+
+def test_blank_lines_are_counted_apart(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b"\n   \n" + orjson.dumps(scrum_row("r1")) + b"\n\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    counts = result.streams["scrum_reviews"]
+    assert (counts.read, counts.written, counts.blank_lines) == (1, 1, 3)
+
+
+def test_skip_records_validate(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b"not json\n[1,2]\n")
+    collect(substrate.layout, recorded_at=PIN)
+    rows = skips(substrate)
+    assert [row["reason"] for row in rows] == ["malformed_json", "not_an_object"]
+    for row in rows:
+        SkipRecord.model_validate(row)
+
+
+# --- invariants -----------------------------------------------------------------------------------
+
+
+def messy_substrate(substrate: Substrate) -> None:
+    substrate.write_bytes(
+        "scrum_reviews",
+        b"\xef\xbb\xbf"
+        + orjson.dumps(scrum_row("r1"))
+        + b"\r\n\n{broken\n"
+        + orjson.dumps(scrum_row("r2", attempt=None))
+        + b"\n"
+        + orjson.dumps(scrum_row("r2", attempt=None))
+        + b"\n",
+    )
+    substrate.write_rows("audits", [{"finding_id": "f1", "task_id": "task-1", "phase": "38", "topic": "routing", "severity": "high", "resolution": "open", "evidence": "no breaker", "ts": 1790935200}])
+    substrate.write_rows("audit_facts", [{"fact_id": "af1", "finding_id": "f1", "task_id": "task-1", "fact": "breaker missing", "ts": "2026-10-03T00:00:00Z"}])
+
+
+def test_counts_are_conserved_per_stream_and_in_total(substrate: Substrate) -> None:
+    messy_substrate(substrate)
+    result = collect(substrate.layout, recorded_at=PIN)
+    for counts in result.streams.values():
+        assert counts.read == counts.written + counts.skipped + counts.deduplicated
+    scrum = result.streams["scrum_reviews"]
+    assert (scrum.read, scrum.written, scrum.skipped, scrum.deduplicated, scrum.blank_lines) == (4, 2, 1, 1, 1)
+    totals = tuple(result.total(k) for k in ("read", "written", "skipped", "deduplicated"))
+    assert totals == (6, 4, 1, 1)
+    assert result.conserved
+
+
+def test_second_run_writes_nothing_new(substrate: Substrate) -> None:
+    messy_substrate(substrate)
+    collect(substrate.layout)
+    before = tree_bytes(substrate.root / "data")
+    again = collect(substrate.layout)
+    assert again.total("written") == 0 and again.total("read") == 0
+    assert tree_bytes(substrate.root / "data") == before
+
+
+def test_same_input_and_pinned_time_give_identical_bytes(tmp_path) -> None:
+    trees = []
+    for name in ("a", "b"):
+        substrate = Substrate(tmp_path / name)
+        messy_substrate(substrate)
+        collect(substrate.layout, recorded_at=PIN)
+        trees.append(tree_bytes(substrate.layout.evidence_dir))
+    assert trees[0] == trees[1] and trees[0]
+
+
+def test_appended_rows_are_collected_incrementally_and_match_a_full_rebuild(tmp_path) -> None:
+    incremental, full = Substrate(tmp_path / "inc"), Substrate(tmp_path / "full")
+    first = [scrum_row(f"r{i}", created_at=f"2026-10-0{1 + i % 3}T00:00:00Z") for i in range(6)]
+    more = [scrum_row(f"n{i}", created_at=f"2026-10-0{1 + i % 3}T00:00:00Z") for i in range(4)]
+    incremental.write_rows("scrum_reviews", first)
+    collect(incremental.layout, recorded_at=PIN)
+    incremental.append_bytes("scrum_reviews", b"{torn\n")
+    incremental.append_rows("scrum_reviews", more + [first[0]])
+    second = collect(incremental.layout, recorded_at=PIN)
+    counts = second.streams["scrum_reviews"]
+    assert (counts.read, counts.written, counts.skipped, counts.deduplicated) == (6, 4, 1, 1)
+
+    full.write_bytes("scrum_reviews", incremental.layout.source_file("scrum_reviews").read_bytes())
+    collect(full.layout, recorded_at=PIN)
+    assert tree_bytes(incremental.layout.evidence_dir) == tree_bytes(full.layout.evidence_dir)
+    assert incremental.layout.skips_file.read_bytes() == full.layout.skips_file.read_bytes()
+
+
+def test_rewritten_source_is_recollected_from_scratch(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1"), scrum_row("r2")])
+    collect(substrate.layout, recorded_at=PIN)
+    substrate.write_rows("scrum_reviews", [scrum_row("x1")])  # shrank and changed
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].rebuilt
+    assert [row["source_id"] for row in evidence_rows(substrate)] == ["x1"]
+
+
+def test_a_killed_run_is_rolled_back_to_the_last_commit(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1")])
+    collect(substrate.layout, recorded_at=PIN)
+    committed = tree_bytes(substrate.layout.evidence_dir)
+    # What a run killed after appending but before committing leaves behind:
+    partition = next(substrate.layout.evidence_dir.rglob("scrum_reviews.jsonl"))
+    with open(partition, "ab") as handle:
+        handle.write(b'{"half a rec')
+    stray = substrate.layout.evidence_dir / "2030" / "01" / "01" / "scrum_reviews.jsonl"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"{}\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.repaired and result.total("written") == 0
+    assert tree_bytes(substrate.layout.evidence_dir) == committed
+
+
+def test_evidence_deleted_behind_our_back_is_rebuilt(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1"), scrum_row("r2")])
+    collect(substrate.layout, recorded_at=PIN)
+    before = tree_bytes(substrate.layout.evidence_dir)
+    for path in substrate.layout.evidence_dir.rglob("*.jsonl"):
+        path.unlink()
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.total("written") == 2
+    assert tree_bytes(substrate.layout.evidence_dir) == before
+
+
+def test_dry_run_writes_nothing(substrate: Substrate) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1")])
+    result = collect(substrate.layout, recorded_at=PIN, dry_run=True)
+    assert result.streams["scrum_reviews"].written == 1
+    assert not substrate.layout.evidence_dir.exists()
+    assert not substrate.layout.skips_file.exists()
+    assert not substrate.layout.evidence_state_file.exists()
