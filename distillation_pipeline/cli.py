@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(build)
     build.set_defaults(handler=cmd_stage, assets=["evidence"])
 
+    score = sub.add_parser("score", help="stage score: evidence -> scored runs (deterministic, no model calls)")
+    _data_options(score)
+    score.add_argument("--scorer-version", help="stamp this scorer_version instead of the built-in one")
+    score.set_defaults(
+        handler=cmd_stage,
+        assets=["scored_runs"],
+        asset_config=lambda a: {"scored_runs": {"scorer_version": a.scorer_version}} if a.scorer_version else None,
+    )
+
+    run_all = sub.add_parser("run-all", help="the whole graph: collect, score, export, receipts, summary, drift")
+    _data_options(run_all)
+    run_all.set_defaults(handler=cmd_run_all)
+
+    read = sub.add_parser("read", help="print a past run's summary and verify its output hashes")
+    read.add_argument("--root", default=".")
+    read.add_argument("--run-id", required=True, help="a run id, or 'latest'")
+    read.set_defaults(handler=cmd_read)
+
     health = sub.add_parser("health", help="write and print data/_kb/evidence_health.md")
     health.add_argument("--root", default=".")
     health.add_argument("--sample", type=int, default=30, help="records to round-trip to their source")
@@ -119,6 +137,67 @@ def cmd_stage(args: argparse.Namespace) -> int:
     )
     print_outcome(outcome, root)
     return EXIT_OK if outcome.validation_passed else EXIT_FAILED_VALIDATION
+
+
+def cmd_run_all(args: argparse.Namespace) -> int:
+    from distillation_pipeline.defs.execute import run_pipeline
+    from distillation_pipeline.lib.layout import Layout
+    from distillation_pipeline.receipts.summary import finalize_run, render_summary_md, summary_path
+    from distillation_pipeline.reporting import print_outcome
+
+    root = _root(args)
+    _validate_time(args.recorded_at)
+    layout = Layout.at(root)
+    outcome = run_pipeline(
+        root, recorded_at=args.recorded_at, dry_run=args.dry_run, log_level="DEBUG" if args.verbose else "WARNING"
+    )
+    if args.dry_run:
+        print_outcome(outcome, root)
+        print("dry run: nothing written, no summary")
+        return EXIT_OK if outcome.validation_passed else EXIT_FAILED_VALIDATION
+    if not summary_path(layout, outcome.run_id).exists():
+        # The graph stopped before its summary asset (a hard failure or a blocking check):
+        # summarise what did run, and why the rest did not.
+        finalize_run(layout, outcome.run_id, failed_checks=outcome.check_failures)
+    finalized = _load_finalized(layout, outcome.run_id)
+    print(render_summary_md(*finalized), end="")
+    for failure in outcome.failures:
+        print(f"FAILED {failure}")
+    print(f"\nreceipts: {layout.relative(layout.run_dir(outcome.run_id))}/  (distill read --run-id {outcome.run_id})")
+    return EXIT_OK if finalized[0].overall_passed else EXIT_FAILED_VALIDATION
+
+
+def _load_finalized(layout, run_id: str):
+    from distillation_pipeline.receipts.summary import load_summary
+    from distillation_pipeline.schemas import DriftReport
+
+    summary = load_summary(layout, run_id)
+    drift = DriftReport.model_validate_json((layout.run_dir(run_id) / "drift.json").read_bytes())
+    return summary, drift
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from distillation_pipeline.lib.layout import Layout
+    from distillation_pipeline.receipts.summary import latest_run_id, render_summary_md, summary_path, verify_outputs
+
+    layout = Layout.at(_root(args, must_have_sources=False))
+    run_id = latest_run_id(layout) if args.run_id == "latest" else args.run_id
+    if run_id is None or not summary_path(layout, run_id).exists():
+        raise UsageError(f"no summary for run {args.run_id!r} under {layout.runs_dir}")
+    try:
+        summary, drift = _load_finalized(layout, run_id)
+    except ValueError as exc:
+        print(f"run {run_id}: summary or drift report does not validate: {str(exc).splitlines()[0]}")
+        return EXIT_FAILED_VALIDATION
+    print(render_summary_md(summary, drift), end="")
+    mismatches = verify_outputs(layout, summary)
+    if mismatches:
+        print(f"\nVERIFY: {len(mismatches)} output file(s) no longer match this run's receipts:")
+        for m in mismatches:
+            print(f"  {m.stage}: {m.path}: {m.problem}")
+    else:
+        print("\nVERIFY: every output file matches its receipt's sha256")
+    return EXIT_OK if summary.overall_passed and not mismatches else EXIT_FAILED_VALIDATION
 
 
 def cmd_health(args: argparse.Namespace) -> int:

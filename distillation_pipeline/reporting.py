@@ -46,7 +46,16 @@ def render_generic(receipt: StageReceipt) -> str:
     return line
 
 
-RENDERERS = {"collect": render_collect}
+def render_score(receipt: StageReceipt) -> str:
+    from distillation_pipeline.scoring import render_matrix
+
+    options = receipt.options
+    return render_matrix(
+        receipt.counts.per_stream, str(options.get("scorer_version", "?")), int(options.get("ledger_rows", 0) or 0)
+    ).rstrip()
+
+
+RENDERERS = {"collect": render_collect, "score": render_score}
 
 
 def print_outcome(outcome: PipelineOutcome, root: Path) -> None:

@@ -16,7 +16,6 @@ _READY_MARKERS: dict[str, tuple[str, ...]] = {
     "replay_runs": ("validation_passed",),
     "auto_apply": ("status",),
     "outcomes": ("events_ok", "gap_signals"),
-    "mode_experiments": ("latency_ms", "grounded_fraction"),
     "audit_facts": ("finding_id",),
 }
 
@@ -68,6 +67,13 @@ def is_score_ready(record: dict[str, Any]) -> bool:
     if stream == "model_trust":
         return False
     markers = record["markers"]
+    if stream == "mode_experiments":
+        # the scorer decides on grounding, a >120 s latency, or an empty response
+        return (
+            markers.get("grounded_fraction") is not None
+            or (markers.get("latency_ms") or 0) > 120_000
+            or not (record.get("response") or "").strip()
+        )
     wanted = _READY_MARKERS.get(stream)
     if wanted is None:  # task_id-joined extraction streams
         return bool(record.get("task_id"))

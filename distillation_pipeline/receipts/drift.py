@@ -49,7 +49,9 @@ def tracked_counts(stages: Mapping[str, StageReceipt], dataset_sizes: Mapping[st
 def error_classes(stages: Mapping[str, StageReceipt]) -> set[str]:
     classes = set()
     for stage, receipt in stages.items():
-        classes.update(f"{stage}:{reason}" for reason, n in receipt.counts.per_reason.items() if n)
+        # score's reasons explain needs_human_review verdicts; they are outcomes, not errors
+        if stage != "score":
+            classes.update(f"{stage}:{reason}" for reason, n in receipt.counts.per_reason.items() if n)
         for error in receipt.validation.errors:
             # validation errors are written "code: message"; the code is the class
             classes.add(f"{stage}:{error.split(':', 1)[0].strip()}")

@@ -66,6 +66,11 @@ def previous_summary(layout: Layout, run_id: str) -> RunSummary | None:
     return best
 
 
+def latest_run_id(layout: Layout) -> str | None:
+    latest = previous_summary(layout, run_id="")
+    return latest.run_id if latest else None
+
+
 def _why_not_run(stage: str, receipts: dict[str, StageReceipt], failed_checks: list[str]) -> str:
     upstream = UPSTREAM[stage]
     while upstream is not None:
