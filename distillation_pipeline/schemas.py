@@ -356,6 +356,22 @@ class RunSummary(Record):
     replay: dict[str, float] = Field(default_factory=dict, description="loop metrics: pass rates, escalation rate")
 
 
+class AlertRecord(Record):
+    """One line of ``reports/alerts.jsonl``: a failed run or a failed/warning asset check."""
+
+    schema_version: Literal[1] = 1
+    id: str = Field(min_length=1, description="stable per event, so an event is notified once")
+    kind: Literal["run_failure", "check_failure", "check_warning"]
+    severity: Literal["warn", "error"]
+    run_id: str
+    job_name: str | None = None
+    asset_key: str | None = None
+    check_name: str | None = None
+    message: str
+    occurred_at: datetime
+    webhook: str = Field(description="not_configured, delivered, or failed: <why> (never the URL)")
+
+
 # --------------------------------------------------------------------------------------------
 # Replay (section 7)
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import distillation_pipeline
 from distillation_pipeline.definitions import defs
 
 PACKAGE = Path(distillation_pipeline.__file__).parent
-DOMAIN_PACKAGES = ["lib", "evidence", "scoring", "exports", "receipts", "replay", "sample"]
+DOMAIN_PACKAGES = ["lib", "evidence", "scoring", "exports", "receipts", "replay", "sample", "alerts"]
 
 
 def test_definitions_load_and_resolve() -> None:
