@@ -51,7 +51,10 @@ def render_score(receipt: StageReceipt) -> str:
 
     options = receipt.options
     return render_matrix(
-        receipt.counts.per_stream, str(options.get("scorer_version", "?")), int(options.get("ledger_rows", 0) or 0)
+        receipt.counts.per_stream,
+        str(options.get("scorer_version", "?")),
+        int(options.get("ledger_rows", 0) or 0),
+        int(options.get("ledger_entries", 0) or 0),
     ).rstrip()
 
 

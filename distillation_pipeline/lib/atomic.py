@@ -31,6 +31,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Stream into a temporary file beside ``path``; it replaces ``path`` only on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be read by the UI and other users
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
