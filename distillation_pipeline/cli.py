@@ -58,6 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
         asset_config=lambda a: {"scored_runs": {"scorer_version": a.scorer_version}} if a.scorer_version else None,
     )
 
+    rag = sub.add_parser("export-rag", help="RAG playbooks behind the firewall")
+    _data_options(rag)
+    rag.add_argument("--include-review", action="store_true", help="admit needs_human_review rows")
+    rag.set_defaults(handler=cmd_stage, assets=["rag_playbooks"], asset_config=_export_config)
+
+    sft = sub.add_parser("export-sft", help="SFT chat dataset behind the firewall")
+    _data_options(sft)
+    sft.add_argument("--include-partial", action="store_true", help="admit partially_accepted rows")
+    sft.set_defaults(handler=cmd_stage, assets=["sft_dataset"], asset_config=_export_config)
+
+    pref = sub.add_parser("export-preference", help="preference pairs (TRL DPO layout) behind the firewall")
+    _data_options(pref)
+    pref.add_argument("--max-pairs-per-task", type=int, default=5)
+    pref.set_defaults(handler=cmd_stage, assets=["preference_dataset"], asset_config=_export_config)
+
+    export_all = sub.add_parser("export-all", help="all three datasets")
+    _data_options(export_all)
+    export_all.add_argument("--include-review", action="store_true")
+    export_all.add_argument("--include-partial", action="store_true")
+    export_all.add_argument("--max-pairs-per-task", type=int, default=5)
+    export_all.set_defaults(
+        handler=cmd_stage, assets=["rag_playbooks", "sft_dataset", "preference_dataset"], asset_config=_export_config
+    )
+
     run_all = sub.add_parser("run-all", help="the whole graph: collect, score, export, receipts, summary, drift")
     _data_options(run_all)
     run_all.set_defaults(handler=cmd_run_all)
@@ -102,6 +126,20 @@ def _validate_time(value: str | None) -> None:
         parse_timestamp(value)
     except TimestampError as exc:
         raise UsageError(f"--recorded-at {value!r}: {exc}") from None
+
+
+def _export_config(args: argparse.Namespace) -> dict:
+    config: dict = {}
+    if getattr(args, "include_review", False):
+        config["rag_playbooks"] = {"include_review": True}
+    if getattr(args, "include_partial", False):
+        config["sft_dataset"] = {"include_partial": True}
+    pairs = getattr(args, "max_pairs_per_task", None)
+    if pairs is not None:
+        if pairs < 1:
+            raise UsageError("--max-pairs-per-task must be at least 1")
+        config["preference_dataset"] = {"max_pairs_per_task": pairs}
+    return config
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -7,25 +7,27 @@ from distillation_pipeline.schemas import STAGES, StageReceipt
 
 
 def render_collect(receipt: StageReceipt) -> str:
+    """Evidence on record per stream (all runs), with what this run added in the last column."""
     per_stream = receipt.counts.per_stream
-    header = f"{'stream':<24} {'read':>9} {'written':>9} {'skipped':>8} {'dedup':>8} {'blank':>6} {'on record':>10}"
+    header = f"{'stream':<24} {'read':>9} {'written':>9} {'skipped':>8} {'dedup':>8} {'blank':>6} {'new this run':>13}"
     lines = [header, "-" * len(header)]
     for name in sorted(per_stream):
         row = per_stream[name]
         lines.append(
             f"{name:<24} {row['read']:>9} {row['written']:>9} {row['skipped']:>8} {row['deduplicated']:>8} "
-            f"{row['blank_lines']:>6} {row['on_record']:>10}"
+            f"{row['blank_lines']:>6} {row['new_written']:>13}"
         )
     counts = receipt.counts
-    total_on_record = sum(row["on_record"] for row in per_stream.values())
     lines.append("-" * len(header))
     total_blank = sum(row["blank_lines"] for row in per_stream.values())
+    total_new = sum(row["new_written"] for row in per_stream.values())
     lines.append(
         f"{'TOTAL':<24} {counts.records_in:>9} {counts.records_out:>9} {counts.skipped:>8} {counts.deduplicated:>8} "
-        f"{total_blank:>6} {total_on_record:>10}"
+        f"{total_blank:>6} {total_new:>13}"
     )
     conserved = counts.records_in == counts.records_out + counts.skipped + counts.deduplicated
     lines.append(f"read = written + skipped + deduplicated: {'yes' if conserved else 'NO'}")
+    lines.append(f"new rows written this run: {total_new}")
     if counts.per_reason:
         lines.append("skipped by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.per_reason.items())))
     return "\n".join(lines)

@@ -48,7 +48,11 @@ class StreamCounts:
     score_ready: int = 0
     skip_reasons: Counter = field(default_factory=Counter)
     rebuilt: str | None = None  # why the stream was re-collected from scratch, if it was
-    total_on_record: int = 0  # evidence records for this stream after the run
+    totals: StreamState = field(default_factory=StreamState)  # everything collected so far, this run included
+
+    @property
+    def total_on_record(self) -> int:
+        return self.totals.written
 
     @property
     def conserved(self) -> bool:
@@ -143,8 +147,6 @@ def collect(layout: Layout, recorded_at: datetime | None = None, dry_run: bool =
         writer.commit_lengths()
         state.save(layout)  # the commit point: everything before it is undone if we die first
 
-    for name, counts in results.items():
-        counts.total_on_record = state.streams.get(name, StreamState()).written
     outputs = sorted(layout.root / rel for rel in state.evidence_files)
     inputs = sorted(layout.source_file(name) for name, c in results.items() if c.source_present)
     return CollectResult(recorded_at, dry_run, results, inputs, outputs, repaired)
@@ -183,6 +185,7 @@ def _collect_stream(
     known = stream in STREAMS
     counts = StreamCounts(stream=stream, source_present=source.exists(), known=known)
     if not counts.source_present:
+        counts.totals = state.streams.get(stream, StreamState())
         return counts, [], False
 
     previous = state.streams.get(stream)
@@ -272,6 +275,9 @@ def _collect_stream(
     stream_state.rows_read += counts.read
     for attribute in ("written", "skipped", "deduplicated", "blank_lines", "score_ready"):
         setattr(stream_state, attribute, getattr(stream_state, attribute) + getattr(counts, attribute))
+    for reason, n in counts.skip_reasons.items():
+        stream_state.skip_reasons[reason] = stream_state.skip_reasons.get(reason, 0) + n
+    counts.totals = stream_state
     if not dry_run:
         state.streams[stream] = stream_state
     return counts, skips, rebuilt
@@ -354,11 +360,12 @@ class _PartitionWriter:
         self.buffered = 0
 
     def commit_lengths(self) -> None:
+        # One sync for every appended partition before the commit record names their lengths:
+        # a date-partitioned tree has hundreds of files, and fsyncing each costs seconds.
+        if self.touched:
+            os.sync()
         for rel in sorted(self.touched):
-            path = self.layout.root / rel
-            with open(path, "rb+") as handle:
-                os.fsync(handle.fileno())
-            self.state.evidence_files[rel] = path.stat().st_size
+            self.state.evidence_files[rel] = (self.layout.root / rel).stat().st_size
 
 
 def _write_skips(layout: Layout, new_skips: list[dict[str, Any]], rebuilt_streams: Iterable[str]) -> None:

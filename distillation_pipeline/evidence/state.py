@@ -35,9 +35,10 @@ class StreamState:
     blank_lines: int = 0
     score_ready: int = 0
     seen_bytes: int = 0  # committed length of the stream's seen-hash file
+    skip_reasons: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "skip_reasons": dict(sorted(self.skip_reasons.items()))}
 
 
 @dataclass

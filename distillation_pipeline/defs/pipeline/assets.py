@@ -1,11 +1,21 @@
 """The pipeline's assets: one per stage, each a thin wrapper around a domain function."""
 
+from datetime import datetime
+
 import dagster as dg
 
 from distillation_pipeline.defs.pipeline.stage import OWNERS, finish_stage, pinned_time
 from distillation_pipeline.defs.resources import DistillPaths, RunOptions
 from distillation_pipeline.evidence.collect import collect
 from distillation_pipeline.evidence.health import write_health_report
+from distillation_pipeline.exports import (
+    DEFAULT_MAX_PAIRS_PER_TASK,
+    ExportResult,
+    export_preference,
+    export_rag,
+    export_sft,
+)
+from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
 from distillation_pipeline.schemas import RecordCounts, Validation
 from distillation_pipeline.scoring import SCORER_VERSION, EvidenceError, render_matrix, score_evidence_tree
@@ -33,39 +43,51 @@ def evidence(context: dg.AssetExecutionContext, paths: DistillPaths, options: Ru
         context.log.warning(f"collect recovery: {line}")
     health = None if options.dry_run else write_health_report(layout)
 
+    # Receipt counts describe the evidence on record (every row of the current sources), not
+    # this run's increment: the same sources give the same receipt, however many runs it took.
+    # The increment is reported beside it as new_* so a nightly run shows what it added.
+    totals = {name: c.totals for name, c in result.streams.items()}
     per_stream = {
         name: {
-            "read": c.read,
-            "written": c.written,
-            "skipped": c.skipped,
-            "deduplicated": c.deduplicated,
-            "blank_lines": c.blank_lines,
-            "on_record": c.total_on_record,
+            "read": t.rows_read,
+            "written": t.written,
+            "skipped": t.skipped,
+            "deduplicated": t.deduplicated,
+            "blank_lines": t.blank_lines,
+            "score_ready": t.score_ready,
+            "new_read": result.streams[name].read,
+            "new_written": result.streams[name].written,
         }
-        for name, c in result.streams.items()
+        for name, t in totals.items()
     }
+    skip_reasons: dict[str, int] = {}
+    for t in totals.values():
+        for reason, n in t.skip_reasons.items():
+            skip_reasons[reason] = skip_reasons.get(reason, 0) + n
+    total = {key: sum(row[key] for row in per_stream.values()) for key in ("read", "written", "skipped", "deduplicated")}
     errors = []
-    if result.total("skipped"):
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.skip_reasons.items()))
-        errors.append(f"rows_skipped: {result.total('skipped')} source rows skipped ({reasons})")
+    if total["skipped"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(skip_reasons.items()))
+        errors.append(f"rows_skipped: {total['skipped']} source rows skipped ({reasons})")
     hard = []
-    if not result.conserved:
+    if total["read"] != total["written"] + total["skipped"] + total["deduplicated"] or not result.conserved:
         hard.append("counts_not_conserved: rows read != written + skipped + deduplicated")
     if health is not None and not health.passed:
         failed = len(health.round_trips) - health.round_trip_ok
         hard.append(f"provenance_round_trip_failed: {failed} sampled records do not hash to their source row")
     counts = RecordCounts(
-        records_in=result.total("read"),
-        records_out=result.total("written"),
-        skipped=result.total("skipped"),
-        deduplicated=result.total("deduplicated"),
-        per_reason=dict(result.skip_reasons),
+        records_in=total["read"],
+        records_out=total["written"],
+        skipped=total["skipped"],
+        deduplicated=total["deduplicated"],
+        per_reason=skip_reasons,
         per_stream=per_stream,
     )
     metadata = {
         "per_stream": dg.MetadataValue.md(_markdown_table(per_stream)),
-        "evidence_on_record": dg.MetadataValue.int(result.total("total_on_record")),
-        "blank_lines": dg.MetadataValue.int(result.total("blank_lines")),
+        "new_rows_read": dg.MetadataValue.int(result.total("read")),
+        "new_rows_written": dg.MetadataValue.int(result.total("written")),
+        "blank_lines": dg.MetadataValue.int(sum(t.blank_lines for t in totals.values())),
         "recorded_at": dg.MetadataValue.text(iso_utc(result.recorded_at)),
         "table": dg.MetadataValue.md(f"```\n{result.render_table()}\n```"),
     }
@@ -149,7 +171,12 @@ def scored_runs(
         outputs=result.outputs,
         counts=counts,
         validation=Validation(passed=conserved, errors=errors, hard_failure=not conserved),
-        options={"scorer_version": result.scorer_version, "ledger_rows": result.ledger_rows, "dry_run": options.dry_run},
+        options={
+            "scorer_version": result.scorer_version,
+            "ledger_rows": result.ledger_rows,
+            "ledger_entries": result.ledger_entries,
+            "dry_run": options.dry_run,
+        },
         dry_run=options.dry_run,
         metadata=metadata,
     )
@@ -165,8 +192,200 @@ def _matrix_markdown(matrix: dict[str, dict[str, int]]) -> str:
 
 
 def _markdown_table(per_stream: dict[str, dict[str, int]]) -> str:
-    columns = ["read", "written", "skipped", "deduplicated", "blank_lines", "on_record"]
+    columns = ["read", "written", "skipped", "deduplicated", "blank_lines", "new_written"]
     lines = ["| stream | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for name in sorted(per_stream):
         lines.append(f"| {name} | " + " | ".join(str(per_stream[name][c]) for c in columns) + " |")
     return "\n".join(lines)
+
+
+# --- datasets behind the firewall ---------------------------------------------------------------
+
+
+class RagConfig(dg.Config):
+    include_review: bool = False  # admit needs_human_review rows (never rejected)
+
+
+class SftConfig(dg.Config):
+    include_partial: bool = False  # admit partially_accepted rows (never rejected or needs_human_review)
+
+
+class PreferenceConfig(dg.Config):
+    max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK
+
+
+def _export_stage(
+    context: dg.AssetExecutionContext,
+    layout: Layout,
+    stage: str,
+    result: ExportResult,
+    options: RunOptions,
+    started_at: datetime,
+) -> dg.MaterializeResult:
+    balanced, equation = result.balance()
+    per_stream: dict[str, dict[str, int]] = {"ineligible": dict(result.ineligible)}
+    if result.unpaired:
+        per_stream["unpaired"] = dict(result.unpaired)
+    errors = [] if balanced else [f"counts_not_conserved: {equation}"]
+    metadata = {
+        "balance": dg.MetadataValue.text(equation),
+        "ineligible": dg.MetadataValue.int(result.ineligible_total),
+        "quarantine_rate_pct": dg.MetadataValue.float(
+            round(100 * result.quarantined / result.records_in, 2) if result.records_in else 0.0
+        ),
+        "checks_not_run": dg.MetadataValue.text(", ".join(result.checks_not_run) or "none"),
+    }
+    return finish_stage(
+        context,
+        layout,
+        stage=stage,
+        started_at=started_at,
+        inputs=result.inputs,
+        outputs=result.outputs,
+        counts=RecordCounts(
+            records_in=result.records_in,
+            records_out=result.written,
+            quarantined=result.quarantined,
+            per_category=dict(result.per_category),
+            per_reason=dict(result.per_reason),
+            per_stream=per_stream,
+        ),
+        validation=Validation(
+            passed=balanced, errors=errors, hard_failure=not balanced, checks_not_run=list(result.checks_not_run)
+        ),
+        options={**result.options, "dry_run": options.dry_run},
+        dry_run=options.dry_run,
+        metadata=metadata,
+    )
+
+
+_EXPORT_DESCRIPTION = (
+    " Behind the contamination firewall: every refused row goes to exports/quarantine/{dataset}.jsonl with one "
+    "reason (unsafe category, hallucinated file path, credential, empty content, duplicate, bad pairing, missing "
+    "provenance). Rows carry id, created_at and provenance back to evidence and the source row."
+)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "jsonl"},
+    tags={"stage": "export-rag", "dataset": "rag"},
+    deps=[scored_runs],
+    description="RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
+    "(needs_human_review only with include_review; rejected never)." + _EXPORT_DESCRIPTION.format(dataset="rag"),
+)
+def rag_playbooks(
+    context: dg.AssetExecutionContext, config: RagConfig, paths: DistillPaths, options: RunOptions
+) -> dg.MaterializeResult:
+    started_at = now_utc()
+    layout = paths.layout()
+    result = export_rag(layout, include_review=config.include_review, dry_run=options.dry_run)
+    return _export_stage(context, layout, "export-rag", result, options, started_at)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "jsonl"},
+    tags={"stage": "export-sft", "dataset": "sft"},
+    deps=[scored_runs],
+    description="SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
+    "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; rejected "
+    "and needs_human_review never, whatever the options)." + _EXPORT_DESCRIPTION.format(dataset="sft"),
+)
+def sft_dataset(
+    context: dg.AssetExecutionContext, config: SftConfig, paths: DistillPaths, options: RunOptions
+) -> dg.MaterializeResult:
+    started_at = now_utc()
+    layout = paths.layout()
+    result = export_sft(layout, include_partial=config.include_partial, dry_run=options.dry_run)
+    return _export_stage(context, layout, "export-sft", result, options, started_at)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "jsonl"},
+    tags={"stage": "export-preference", "dataset": "preference"},
+    deps=[scored_runs],
+    description="Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's DPO "
+    "trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected first, "
+    "accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never the same run "
+    "or the same text on both sides." + _EXPORT_DESCRIPTION.format(dataset="preference"),
+)
+def preference_dataset(
+    context: dg.AssetExecutionContext, config: PreferenceConfig, paths: DistillPaths, options: RunOptions
+) -> dg.MaterializeResult:
+    started_at = now_utc()
+    layout = paths.layout()
+    result = export_preference(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)
+    return _export_stage(context, layout, "export-preference", result, options, started_at)
+
+
+DATASET_ASSETS = [rag_playbooks, sft_dataset, preference_dataset]
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "json"},
+    tags={"stage": "receipts"},
+    deps=[evidence, scored_runs, *DATASET_ASSETS],
+    description=(
+        "Receipts roll-up: reports/distillation/<run_id>/summary.json, summary.md and drift.json. Compares this "
+        "run with the previous one (counts or categories moving more than DISTILL_DRIFT_THRESHOLD %, default 20, "
+        "warn; a new error class warns; the same input giving different output alerts) and carries the replay "
+        "loop metrics (pass rate with and without retrieval, escalation rate)."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "drift",
+            asset="run_summary",
+            blocking=True,
+            description="ok passes; warn (a count moved past the threshold, a new error class) is a WARN; "
+            "a deterministic_violation (same input hash, different output hash) is an ERROR.",
+        )
+    ],
+)
+def run_summary(context: dg.AssetExecutionContext, paths: DistillPaths, options: RunOptions) -> dg.MaterializeResult:
+    from distillation_pipeline.receipts.summary import finalize_run
+    from distillation_pipeline.replay.metrics import loop_metrics
+
+    layout = paths.layout()
+    if options.dry_run:
+        return dg.MaterializeResult(
+            metadata={"dry_run": True},
+            check_results=[dg.AssetCheckResult(check_name="drift", passed=True, description="dry run: no drift computed")],
+        )
+    replay = loop_metrics(layout)
+    finalized = finalize_run(layout, context.run_id, replay_metrics=replay)
+    summary, drift = finalized.summary, finalized.drift
+    severity = {"ok": None, "warn": dg.AssetCheckSeverity.WARN, "alert": dg.AssetCheckSeverity.ERROR}[drift.severity]
+    check = dg.AssetCheckResult(
+        check_name="drift",
+        passed=severity is None,
+        severity=severity or dg.AssetCheckSeverity.ERROR,
+        description=f"drift {drift.severity} against run {drift.previous_run_id}" if drift.previous_run_id else "first run: nothing to compare",
+        metadata={
+            "severity": drift.severity,
+            "findings": len(drift.findings),
+            "deterministic_violation": drift.deterministic_violation,
+            "new_error_classes": ", ".join(drift.new_error_classes) or "none",
+            "max_abs_pct_change": max((abs(f.pct_change) for f in drift.findings if f.pct_change is not None), default=0.0),
+        },
+    )
+    metadata: dict = {
+        "overall_passed": dg.MetadataValue.bool(summary.overall_passed),
+        "drift_severity": dg.MetadataValue.text(drift.severity),
+        "drift_findings": dg.MetadataValue.int(len(drift.findings)),
+        "run_hash": dg.MetadataValue.text(summary.run_hash),
+        "output_hash": dg.MetadataValue.text(summary.output_hash),
+        "summary": dg.MetadataValue.md((layout.run_dir(context.run_id) / "summary.md").read_text()),
+        "summary_path": dg.MetadataValue.path(str(layout.run_dir(context.run_id) / "summary.json")),
+    }
+    for dataset, size in summary.dataset_sizes.items():
+        metadata[f"dataset/{dataset}"] = dg.MetadataValue.int(size)
+    for key, value in replay.items():
+        metadata[key] = dg.MetadataValue.float(float(value))
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])

@@ -1,0 +1,259 @@
+"""Evidence and scored runs, read together by zipping the mirrored files.
+
+``data/scored-runs/<rel>`` line i is the verdict on ``data/evidence/<rel>`` line i. Zipping the
+two keeps an export single-pass and streaming: no index of a million runs is built. Every
+zipped position becomes exactly one of:
+
+- ``Ineligible``: the file's stream can never form a row for this dataset (counted per file,
+  without parsing a line);
+- ``Broken``: the position cannot be trusted (no provenance, no scored run, a scored run for
+  another record, a line that is not a valid record); the exporter quarantines it;
+- ``Candidate``: a valid evidence record with its own scored run, ready for the dataset rules.
+
+Files are visited in sorted relative-path order and lines in file order, so every exporter
+sees the same sequence on every run.
+"""
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.schemas import (
+    EvidenceRecord,
+    ExportProvenance,
+    Provenance,
+    QuarantineReason,
+    ScoredRun,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFiles:
+    """One partition file and its scored mirror. Either may be absent."""
+
+    relative: str  # YYYY/MM/DD/<stream>.jsonl
+    stream: str
+    evidence: Path
+    scored: Path
+
+
+def position(relative: str, index: int) -> str:
+    """Where a zipped position is, for quarantine ids and messages: ``<relative>#<line index>``."""
+    return f"{relative}#{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    evidence: EvidenceRecord
+    scored: ScoredRun
+    source: SourceFiles
+    index: int  # line index in both mirrored files
+    evidence_offset: int  # byte offset of the evidence line: preference re-reads texts by it
+
+    @property
+    def where(self) -> str:
+        return position(self.source.relative, self.index)
+
+    @property
+    def stream(self) -> str:
+        return self.evidence.stream
+
+    @property
+    def category(self) -> str:
+        return self.scored.category
+
+    @property
+    def created_at(self) -> datetime:
+        """An exported row's time is when its evidence was recorded: never the wall clock."""
+        return self.evidence.provenance.recorded_at
+
+    def export_provenance(self) -> ExportProvenance:
+        source = self.evidence.provenance
+        return ExportProvenance(
+            evidence_id=self.evidence.id,
+            scored_run_id=self.scored.id,
+            stream=self.evidence.stream,
+            source_file=source.source_file,
+            line_offset=source.line_offset,
+            sig_hash=source.sig_hash,
+            scorer_version=self.scored.scorer_version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    reason: QuarantineReason
+    detail: str
+    where: str
+    stream: str
+    evidence_id: str | None = None
+    task_id: str | None = None
+    category: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ineligible:
+    stream: str
+    count: int
+
+
+def list_source_files(layout: Layout) -> list[SourceFiles]:
+    relatives: set[str] = set()
+    for base in (layout.evidence_dir, layout.scored_dir):
+        if base.is_dir():
+            relatives.update(path.relative_to(base).as_posix() for path in base.glob("*/*/*/*.jsonl"))
+    return [
+        SourceFiles(rel, Path(rel).stem, layout.evidence_dir / rel, layout.scored_dir / rel)
+        for rel in sorted(relatives)
+    ]
+
+
+def input_files(sources: list[SourceFiles]) -> list[Path]:
+    """The files an export read, for its receipt."""
+    return [path for source in sources for path in (source.evidence, source.scored) if path.is_file()]
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) for every non-blank line; nothing for an absent file."""
+    if not path.is_file():
+        return
+    offset = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            stripped = line.strip()
+            if stripped:
+                yield offset, stripped
+            offset += len(line)
+
+
+def read_line(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.readline().strip()
+
+
+def iter_candidates(
+    sources: list[SourceFiles], eligible: Callable[[str], bool]
+) -> Iterator[Candidate | Broken | Ineligible]:
+    """Every zipped position of ``sources`` (from ``list_source_files``), in order."""
+    for source in sources:
+        if not eligible(source.stream):
+            count = sum(1 for _ in itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored)))
+            if count:
+                yield Ineligible(source.stream, count)
+            continue
+        pairs = itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored))
+        for index, (evidence_line, scored_line) in enumerate(pairs):
+            yield read_position(source, index, evidence_line, scored_line)
+
+
+def read_position(
+    source: SourceFiles,
+    index: int,
+    evidence_line: tuple[int, bytes] | None,
+    scored_line: tuple[int, bytes] | None,
+) -> Candidate | Broken:
+    where = position(source.relative, index)
+    if evidence_line is None:
+        scored_id = _loose_id(scored_line[1]) if scored_line else None
+        return Broken(
+            "missing_provenance",
+            "a scored run with no evidence record at this line",
+            where,
+            source.stream,
+            evidence_id=scored_id,
+        )
+    offset, data = evidence_line
+    evidence = _parse_evidence(data, where, source.stream)
+    if isinstance(evidence, Broken):
+        return evidence
+    base = {
+        "where": where,
+        "stream": evidence.stream,
+        "evidence_id": evidence.id,
+        "task_id": evidence.task_id,
+        "created_at": evidence.provenance.recorded_at,
+    }
+    if scored_line is None:
+        return Broken("missing_source_run_id", "no scored run at this line of the mirrored scored file", **base)
+    scored = _parse_scored(scored_line[1])
+    if isinstance(scored, tuple):
+        reason, detail = scored
+        return Broken(reason, detail, **base)
+    if scored.id != evidence.id or scored.evidence_id != evidence.id:
+        detail = f"scored run {scored.id} at this line does not belong to evidence {evidence.id}"
+        return Broken("missing_source_run_id", detail, category=scored.category, **base)
+    return Candidate(evidence, scored, source, index, offset)
+
+
+def _parse_evidence(data: bytes, where: str, stream: str) -> EvidenceRecord | Broken:
+    raw = _loads(data)
+    if not isinstance(raw, dict):
+        return Broken("schema_violation", "evidence line is not a JSON object", where, stream)
+    evidence_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    task_id = raw.get("task_id") if isinstance(raw.get("task_id"), str) else None
+    provenance = raw.get("provenance")
+    if not isinstance(provenance, dict):
+        return Broken("missing_provenance", "evidence has no provenance", where, stream, evidence_id, task_id)
+    try:
+        recorded = Provenance.model_validate(provenance)
+    except ValidationError as exc:
+        return Broken(
+            "missing_provenance", f"incomplete provenance: {describe(exc)}", where, stream, evidence_id, task_id
+        )
+    try:
+        evidence = EvidenceRecord.model_validate(raw)
+    except ValidationError as exc:
+        return Broken(
+            "schema_violation",
+            f"evidence: {describe(exc)}",
+            where,
+            stream,
+            evidence_id,
+            task_id,
+            created_at=recorded.recorded_at,
+        )
+    if evidence.stream != stream:
+        detail = f"evidence of stream {evidence.stream} in the {stream} partition file"
+        return Broken("schema_violation", detail, where, stream, evidence_id, task_id, created_at=recorded.recorded_at)
+    return evidence
+
+
+def _parse_scored(data: bytes) -> ScoredRun | tuple[QuarantineReason, str]:
+    raw = _loads(data)
+    if not isinstance(raw, dict) or not raw.get("id"):
+        return "missing_source_run_id", "the scored line at this position has no run id"
+    try:
+        return ScoredRun.model_validate(raw)
+    except ValidationError as exc:
+        return "schema_violation", f"scored run: {describe(exc)}"
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _loose_id(data: bytes) -> str | None:
+    raw = _loads(data)
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error as location and message only: never the input value, which may be a secret."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"]) or "<record>"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {first['msg']}{more}"

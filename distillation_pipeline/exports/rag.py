@@ -1,0 +1,85 @@
+"""RAG playbooks: accepted and partially accepted runs as retrievable text (spec section 5).
+
+Never rejected; needs_human_review only with ``include_review``. A row's ``content`` is the
+prompt and the response (or the stream's content); ``cited_paths`` are the file paths that
+text's answer part cites, each checked against the repository manifest.
+"""
+
+from pydantic import ValidationError
+
+from distillation_pipeline.exports import firewall
+from distillation_pipeline.exports.candidates import Candidate, describe
+from distillation_pipeline.exports.ids import rag_id
+from distillation_pipeline.exports.paths import RepoManifest, cited_paths
+from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.exports.secrets import find_secret_in
+from distillation_pipeline.exports.streaming import (
+    Refusal,
+    Row,
+    export_stream,
+    hallucination_refusal,
+)
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.schemas import RagSample
+
+_TITLE_CHARS = 160
+
+
+def export_rag(layout: Layout, *, include_review: bool = False, dry_run: bool = False) -> ExportResult:
+    result = ExportResult("rag", dry_run=dry_run, options={"include_review": include_review})
+    return export_stream(
+        layout,
+        result,
+        eligible=firewall.rag_eligible,
+        build=lambda candidate, manifest: build_rag_row(candidate, manifest, include_review=include_review),
+        dataset_file=layout.rag_file,
+        variant_file=None,
+    )
+
+
+def _has_text(text: str | None) -> bool:
+    return bool(text and text.strip())
+
+
+def rag_title(candidate: Candidate) -> str:
+    evidence = candidate.evidence
+    if _has_text(evidence.prompt):
+        first_line = next(line.strip() for line in evidence.prompt.splitlines() if line.strip())  # type: ignore[union-attr]
+        return first_line[:_TITLE_CHARS]
+    return f"{evidence.stream} {evidence.task_id or evidence.source_id or evidence.id}"
+
+
+def build_rag_row(candidate: Candidate, manifest: RepoManifest | None, *, include_review: bool) -> Row | Refusal:
+    refusal = firewall.rag_refusal(candidate.category, include_review)
+    if refusal is not None:
+        return refusal
+    evidence = candidate.evidence
+    if _has_text(evidence.response):
+        answer = evidence.response
+        content = f"{evidence.prompt}\n\n{answer}" if _has_text(evidence.prompt) else answer
+    elif _has_text(evidence.content):
+        answer = content = evidence.content
+    else:
+        return "empty_content", "no response or content text"
+    title = rag_title(candidate)
+    secret = find_secret_in((("title", title), ("content", content)))
+    if secret is not None:
+        return "secret_detected", secret
+    cited = cited_paths(answer)
+    refusal = hallucination_refusal(manifest, cited)
+    if refusal is not None:
+        return refusal
+    try:
+        sample = RagSample(
+            id=rag_id(title, content),  # type: ignore[arg-type]
+            created_at=candidate.created_at,
+            task_id=evidence.task_id,
+            title=title,
+            content=content,  # type: ignore[arg-type]
+            source_category=candidate.category,  # type: ignore[arg-type]
+            cited_paths=cited,
+            provenance=candidate.export_provenance(),
+        )
+    except ValidationError as exc:
+        return "schema_violation", describe(exc)
+    return Row(sample, candidate.category)

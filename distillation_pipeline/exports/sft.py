@@ -1,0 +1,66 @@
+"""SFT instruction/response pairs in chat ``messages`` form (spec section 5).
+
+Accepted runs only; partially accepted with ``include_partial``; rejected and
+needs_human_review never, whatever the options. Each row is also written in OpenAI's
+fine-tuning layout (``{"messages": [...]}`` only) to ``Layout.sft_openai_file``.
+"""
+
+from pydantic import ValidationError
+
+from distillation_pipeline.exports import firewall
+from distillation_pipeline.exports.candidates import Candidate, describe
+from distillation_pipeline.exports.ids import sft_id
+from distillation_pipeline.exports.paths import RepoManifest, cited_paths
+from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.exports.secrets import find_secret_in
+from distillation_pipeline.exports.streaming import (
+    Refusal,
+    Row,
+    export_stream,
+    hallucination_refusal,
+)
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.schemas import SftSample
+
+
+def export_sft(layout: Layout, *, include_partial: bool = False, dry_run: bool = False) -> ExportResult:
+    result = ExportResult("sft", dry_run=dry_run, options={"include_partial": include_partial})
+    return export_stream(
+        layout,
+        result,
+        eligible=firewall.sft_eligible,
+        build=lambda candidate, manifest: build_sft_row(candidate, manifest, include_partial=include_partial),
+        dataset_file=layout.sft_file,
+        variant_file=layout.sft_openai_file,
+    )
+
+
+def build_sft_row(candidate: Candidate, manifest: RepoManifest | None, *, include_partial: bool) -> Row | Refusal:
+    refusal = firewall.sft_refusal(candidate.category, include_partial)
+    if refusal is not None:
+        return refusal
+    prompt, response = candidate.evidence.prompt, candidate.evidence.response
+    if not (prompt and prompt.strip()):
+        return "empty_content", "no prompt text"
+    if not (response and response.strip()):
+        return "empty_content", "no response text"
+    secret = find_secret_in((("prompt", prompt), ("response", response)))
+    if secret is not None:
+        return "secret_detected", secret
+    # Only the response is held to the manifest: a task may name a file it asks to create.
+    refusal = hallucination_refusal(manifest, cited_paths(response))
+    if refusal is not None:
+        return refusal
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    try:
+        sample = SftSample(
+            id=sft_id(messages),
+            created_at=candidate.created_at,
+            task_id=candidate.evidence.task_id,
+            messages=messages,  # type: ignore[arg-type]
+            quality_score=candidate.category,  # type: ignore[arg-type]
+            provenance=candidate.export_provenance(),
+        )
+    except ValidationError as exc:
+        return "schema_violation", describe(exc)
+    return Row(sample, candidate.category, variant={"messages": messages})

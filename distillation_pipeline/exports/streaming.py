@@ -1,0 +1,107 @@
+"""The single pass RAG and SFT share: candidates in, rows or refusals out, counts conserved.
+
+A dataset module supplies which streams are eligible and how one candidate becomes a row (or
+a refusal); this loop does the rest the same way for both: ineligible and broken positions,
+duplicate content, the writes, and the counts. Memory is one dict entry per written row
+(content id -> evidence id, ~200 bytes), for duplicate detection and its message.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from distillation_pipeline.exports.candidates import (
+    Broken,
+    Candidate,
+    Ineligible,
+    input_files,
+    iter_candidates,
+    list_source_files,
+)
+from distillation_pipeline.exports.paths import RepoManifest
+from distillation_pipeline.exports.quarantine import QuarantineWriter, open_outputs
+from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.lib.jsonl import dumps_line
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.schemas import QuarantineReason
+
+HALLUCINATION_CHECK = "hallucinated_file_path"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    sample: BaseModel  # the validated dataset row (has ``id``)
+    category: str
+    variant: dict | None = None  # the same row in the dataset's second layout (OpenAI), if any
+
+
+Refusal = tuple[QuarantineReason, str]
+Builder = Callable[[Candidate, RepoManifest | None], Row | Refusal]
+
+
+def load_manifest(layout: Layout, result: ExportResult) -> RepoManifest | None:
+    """The repo manifest, or None with the check recorded as not run (never as passed)."""
+    manifest = RepoManifest.load(layout.repo_manifest)
+    if manifest is None:
+        result.checks_not_run.append(HALLUCINATION_CHECK)
+    else:
+        result.inputs.append(layout.repo_manifest)
+    return manifest
+
+
+def hallucination_refusal(manifest: RepoManifest | None, cited: list[str]) -> Refusal | None:
+    if manifest is None or not cited:
+        return None
+    missing = manifest.missing(cited)
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+    return "hallucinated_file_path", f"cites path(s) not in the repository: {shown}"
+
+
+def export_stream(
+    layout: Layout,
+    result: ExportResult,
+    *,
+    eligible: Callable[[str], bool],
+    build: Builder,
+    dataset_file: Path,
+    variant_file: Path | None,
+) -> ExportResult:
+    dataset = result.dataset
+    sources = list_source_files(layout)
+    result.inputs = input_files(sources)
+    manifest = load_manifest(layout, result)
+    outputs = [dataset_file, *([variant_file] if variant_file else []), layout.quarantine_file(dataset)]
+    first_seen: dict[str, str] = {}  # row id -> evidence id of its first occurrence
+
+    with open_outputs(outputs, result.dry_run) as sinks:
+        rows_sink, variant_sink, quarantine_sink = sinks[0], (sinks[1] if variant_file else None), sinks[-1]
+        quarantine = QuarantineWriter(dataset, quarantine_sink, result)
+        for item in iter_candidates(sources, eligible):
+            if isinstance(item, Ineligible):
+                result.records_in += item.count
+                result.count_ineligible(item.stream, item.count)
+                continue
+            result.records_in += 1
+            if isinstance(item, Broken):
+                quarantine.refuse_broken(item)
+                continue
+            built = build(item, manifest)
+            if isinstance(built, Row):
+                row_id = built.sample.id  # type: ignore[attr-defined]
+                first = first_seen.get(row_id)
+                if first is None:
+                    first_seen[row_id] = item.evidence.id
+                    rows_sink.write(dumps_line(built.sample.model_dump(mode="json")))
+                    if variant_sink is not None and built.variant is not None:
+                        variant_sink.write(dumps_line(built.variant))
+                    result.count_written(built.category)
+                    continue
+                built = ("duplicate_id", f"same content as {row_id} (first exported from evidence {first})")
+            reason, detail = built
+            quarantine.refuse_candidate(item, reason, detail)
+    result.outputs = [] if result.dry_run else outputs
+    return result

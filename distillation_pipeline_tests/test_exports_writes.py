@@ -1,0 +1,113 @@
+"""Exports are deterministic, rewritten atomically per run, and a dry run writes nothing."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distillation_pipeline.exports import export_preference, export_rag, export_sft
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline_tests.conftest import tree_bytes
+from distillation_pipeline_tests.export_fixtures import (
+    later,
+    make_run,
+    read_jsonl,
+    write_manifest,
+    write_runs,
+)
+
+EXPORTS = (export_rag, export_sft, export_preference)
+
+
+def substrate(root: Path) -> Layout:
+    layout = Layout.at(root)
+    write_manifest(layout)
+    runs = []
+    for task in range(4):
+        for i, category in enumerate(
+            ["accepted", "accepted", "rejected", "partially_accepted", "needs_human_review", "rejected"]
+        ):
+            runs.append(
+                make_run(
+                    f"{task}-{i}",
+                    task_id=f"t{task}",
+                    category=category,
+                    response=f"answer {task}/{i} in README.md",
+                    recorded_at=later(i),
+                )
+            )
+    runs.append(make_run("dup", task_id="t0", response="answer 0/0 in README.md"))  # duplicate content
+    runs.append(make_run("fact", stream="distilled_facts", prompt=None, content="Retry with backoff"))
+    write_runs(layout, runs)
+    return layout
+
+
+def export_all(layout: Layout) -> None:
+    for export in EXPORTS:
+        export(layout)
+
+
+def test_same_input_gives_byte_identical_exports(tmp_path: Path) -> None:
+    first = substrate(tmp_path / "a")
+    export_all(first)
+    once = tree_bytes(first.exports_dir)
+    export_all(first)  # again over the same root
+    assert tree_bytes(first.exports_dir) == once
+    second = Layout.at(tmp_path / "b")
+    shutil.copytree(first.root / "data", second.root / "data")  # same input, another root
+    export_all(second)
+    assert tree_bytes(second.exports_dir) == once
+    assert all(
+        once[name]
+        for name in ("rag/playbooks.jsonl", "sft/instruction_response.jsonl", "preference/chosen_rejected.jsonl")
+    )
+
+
+def test_exported_time_is_recorded_at_not_wall_clock(tmp_path: Path) -> None:
+    layout = Layout.at(tmp_path)
+    write_runs(layout, [make_run("a", recorded_at=later(7))])
+    export_sft(layout)
+    assert [row["created_at"] for row in read_jsonl(layout.sft_file)] == ["2026-11-01T07:00:00Z"]
+
+
+@pytest.mark.parametrize("export", EXPORTS)
+def test_dry_run_counts_but_writes_nothing(tmp_path: Path, export) -> None:
+    layout = substrate(tmp_path)
+    dry = export(layout, dry_run=True)
+    assert not layout.exports_dir.exists() and dry.outputs == [] and dry.dry_run
+    real = export(layout)
+    assert (dry.records_in, dry.written, dry.quarantined, dry.per_reason) == (
+        real.records_in,
+        real.written,
+        real.quarantined,
+        real.per_reason,
+    )
+    assert all(path.is_file() for path in real.outputs)
+
+
+@pytest.mark.parametrize("export", EXPORTS)
+def test_each_run_rewrites_dataset_and_quarantine_whole(tmp_path: Path, export) -> None:
+    layout = substrate(tmp_path)
+    result = export(layout)
+    assert result.written > 0 and result.quarantined > 0
+    shutil.rmtree(layout.evidence_dir)
+    shutil.rmtree(layout.scored_dir)
+    write_runs(layout, [make_run("only", response="The only answer")])
+    again = export(layout)
+    for path in again.outputs:  # nothing stale left from the first run
+        lines = read_jsonl(path)
+        assert len(lines) <= 1
+    assert not list(layout.exports_dir.rglob("*.tmp"))
+
+
+def test_inputs_list_what_was_read(tmp_path: Path) -> None:
+    layout = substrate(tmp_path)
+    result = export_rag(layout)
+    relative = sorted(layout.relative(path) for path in result.inputs)
+    assert relative == [
+        "data/_kb/repo_files.txt",
+        "data/evidence/2026/10/02/distilled_facts.jsonl",
+        "data/evidence/2026/10/02/scrum_reviews.jsonl",
+        "data/scored-runs/2026/10/02/distilled_facts.jsonl",
+        "data/scored-runs/2026/10/02/scrum_reviews.jsonl",
+    ]
