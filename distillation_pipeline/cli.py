@@ -196,7 +196,9 @@ def cmd_run_all(args: argparse.Namespace) -> int:
     if not summary_path(layout, outcome.run_id).exists():
         # The graph stopped before its summary asset (a hard failure or a blocking check):
         # summarise what did run, and why the rest did not.
-        finalize_run(layout, outcome.run_id, failed_checks=outcome.check_failures)
+        finalize_run(
+            layout, outcome.run_id, failed_checks=outcome.check_failures, step_failures=outcome.step_failures
+        )
     finalized = _load_finalized(layout, outcome.run_id)
     print(render_summary_md(*finalized), end="")
     for failure in outcome.failures:

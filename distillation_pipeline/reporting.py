@@ -79,4 +79,6 @@ def print_outcome(outcome: PipelineOutcome, root: Path) -> None:
         print(f"FAILED {failure}")
     for failure in outcome.check_failures:
         print(f"CHECK FAILED {failure}")
+    for warning in outcome.check_warnings:
+        print(f"check warning {warning}")
     print(f"run {outcome.run_id}: receipts in {root / 'reports' / 'distillation' / outcome.run_id}")

@@ -47,7 +47,9 @@ class PipelineOutcome:
     success: bool
     receipts: dict[str, StageReceipt] = field(default_factory=dict)  # stage -> receipt
     failures: list[str] = field(default_factory=list)
-    check_failures: list[str] = field(default_factory=list)
+    step_failures: dict[str, str] = field(default_factory=dict)  # stage -> error, for steps that crashed
+    check_failures: list[str] = field(default_factory=list)  # ERROR severity: validation failed
+    check_warnings: list[str] = field(default_factory=list)  # WARN severity: soft signals
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # asset -> metadata values
 
     @property
@@ -98,15 +100,31 @@ def run_pipeline(
                 _take_receipt(outcome, {key: value.value for key, value in user.metadata.items()})
                 outcome.failures.append(f"{event.step_key}: {user.description}")
             else:
-                outcome.failures.append(f"{event.step_key}: {failure.error.message.strip() if failure.error else 'failed'}")
+                message = _root_cause(failure.error)
+                outcome.failures.append(f"{event.step_key}: {message}")
+                if event.step_key in ASSET_STAGES:
+                    outcome.step_failures[ASSET_STAGES[event.step_key]] = message
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                outcome.check_failures.append(
+                line = (
                     f"{evaluation.asset_check_key.asset_key.to_user_string()}:{evaluation.asset_check_key.name}"
                     f" ({evaluation.severity.value}): {evaluation.description or ''}".rstrip(": ")
                 )
+                if evaluation.severity == dg.AssetCheckSeverity.WARN:
+                    outcome.check_warnings.append(line)
+                else:
+                    outcome.check_failures.append(line)
     return outcome
+
+
+def _root_cause(error: Any) -> str:
+    """The innermost error's message: Dagster wraps user exceptions in its own."""
+    if error is None:
+        return "failed"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1][:500]
 
 
 def _take_receipt(outcome: PipelineOutcome, metadata: dict[str, Any]) -> None:

@@ -127,8 +127,13 @@ def _round_trip_file(layout: Layout, path: Path, per_file: int) -> list[RoundTri
         for index, line in enumerate(handle):
             if index >= per_file:
                 break
-            record = orjson.loads(line)
-            prov = record["provenance"]
+            try:
+                record = orjson.loads(line)
+                prov = record["provenance"]
+                prov["source_file"], prov["line_offset"], prov["sig_hash"]  # noqa: B018 (shape check)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                trips.append(RoundTrip(f"{path.name}:{index + 1}", str(path), 0, ok=False, detail="evidence line is damaged (not a record)"))
+                continue
             source = layout.root / prov["source_file"]
             trip = RoundTrip(record["id"], prov["source_file"], prov["line_offset"], ok=False)
             if not source.exists():

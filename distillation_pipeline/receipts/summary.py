@@ -71,11 +71,17 @@ def latest_run_id(layout: Layout) -> str | None:
     return latest.run_id if latest else None
 
 
-def _why_not_run(stage: str, receipts: dict[str, StageReceipt], failed_checks: list[str]) -> str:
+def _why_not_run(
+    stage: str, receipts: dict[str, StageReceipt], failed_checks: list[str], step_failures: dict[str, str]
+) -> str:
+    if stage in step_failures:
+        return f"failed before writing a receipt: {step_failures[stage]}"
     upstream = UPSTREAM[stage]
     while upstream is not None:
         receipt = receipts.get(upstream)
         if receipt is None:
+            if upstream in step_failures:
+                return f"upstream {upstream} failed: {step_failures[upstream]}"
             upstream = UPSTREAM[upstream]
             continue
         if receipt.validation.hard_failure:
@@ -99,12 +105,16 @@ def finalize_run(
     *,
     started_at: datetime | None = None,
     failed_checks: list[str] | None = None,
+    step_failures: dict[str, str] | None = None,
     replay_metrics: dict[str, float] | None = None,
     threshold_pct: float | None = None,
 ) -> FinalizedRun:
     failed_checks = list(failed_checks or [])
     receipts = load_receipts(layout, run_id)
-    not_run = {stage: _why_not_run(stage, receipts, failed_checks) for stage in STAGES if stage not in receipts}
+    step_failures = step_failures or {}
+    not_run = {
+        stage: _why_not_run(stage, receipts, failed_checks, step_failures) for stage in STAGES if stage not in receipts
+    }
     dataset_sizes = {
         dataset: receipts[stage].counts.records_out for dataset, stage in DATASET_STAGES.items() if stage in receipts
     }
