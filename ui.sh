@@ -6,5 +6,5 @@ source scripts/setup-venv.sh
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 export DISTILL_ROOT="${DISTILL_ROOT:-$PWD}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp scripts/dagster.local.yaml "$DAGSTER_HOME/dagster.yaml"
 exec .venv/bin/dagster dev --host 127.0.0.1 --port "${DISTILL_UI_PORT:-3000}" --workspace workspace.yaml

@@ -267,9 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "WARNING")
         logging.getLogger("dagster").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from distillation_pipeline.lib.locks import RootBusy
+
     try:
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, RootBusy) as exc:
         print(f"distill: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -66,3 +66,21 @@ def test_health_command_round_trips(substrate: Substrate, capsys) -> None:
     out = capsys.readouterr().out
     assert "2/2 sampled records" in out
     assert substrate.layout.health_report.exists()
+
+
+def test_a_second_run_on_a_busy_root_refuses_with_a_clear_message(substrate: Substrate, capsys) -> None:
+    from distillation_pipeline.lib.locks import root_lock
+
+    substrate.write_rows("scrum_reviews", [scrum_row("r1")])
+    with root_lock(substrate.layout, wait=False):
+        # Another process would hold it; in-process, clear the re-entrancy marker to simulate one.
+        from distillation_pipeline.lib import locks
+
+        held = set(locks._HELD)
+        locks._HELD.clear()
+        try:
+            assert main(["build-evidence", "--root", str(substrate.root)]) == EXIT_USAGE
+        finally:
+            locks._HELD.update(held)
+    assert "another distill run holds" in capsys.readouterr().err
+    assert main(["build-evidence", "--root", str(substrate.root)]) == EXIT_OK  # free again

@@ -334,3 +334,14 @@ def test_dry_run_writes_nothing(substrate: Substrate) -> None:
     assert not substrate.layout.evidence_dir.exists()
     assert not substrate.layout.skips_file.exists()
     assert not substrate.layout.evidence_state_file.exists()
+
+
+def test_a_source_symlinked_outside_the_root_is_refused(substrate: Substrate, tmp_path) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(orjson.dumps(scrum_row("secret")) + b"\n")
+    substrate.layout.source_file("scrum_reviews").symlink_to(outside)
+    result = collect(substrate.layout, recorded_at=PIN)
+    counts = result.streams["scrum_reviews"]
+    assert counts.refused and "source_outside_root" in counts.refused
+    assert counts.read == 0 and not substrate.layout.evidence_dir.exists()
+    assert result.refused == [counts.refused]

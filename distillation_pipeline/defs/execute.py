@@ -1,15 +1,19 @@
 """Run the pipeline job in-process: what ``distill`` does, with the definitions the UI loads."""
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
 from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.lib.locks import root_lock
 from distillation_pipeline.schemas import StageReceipt
+
+LOCAL_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "scripts" / "dagster.local.yaml"
 
 # asset key -> stage name in receipts
 ASSET_STAGES = {
@@ -27,7 +31,7 @@ def ensure_dagster_home(root: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
+        shutil.copyfile(LOCAL_INSTANCE_CONFIG, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -83,9 +87,10 @@ def run_pipeline(
         run_config["ops"] = {name: {"config": config} for name, config in asset_config.items()}
     job = defs.resolve_job_def(PIPELINE_JOB_NAME)
     selection = [dg.AssetKey(name) for name in assets] if assets else None
-    result = job.execute_in_process(
-        run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
-    )
+    with root_lock(Layout.at(root), wait=False):  # raises RootBusy: one run per root
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
+        )
     outcome = PipelineOutcome(run_id=result.run_id, success=result.success)
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:

@@ -48,6 +48,7 @@ class StreamCounts:
     score_ready: int = 0
     skip_reasons: Counter = field(default_factory=Counter)
     rebuilt: str | None = None  # why the stream was re-collected from scratch, if it was
+    refused: str | None = None  # why the source was not read at all (e.g. it resolves outside the root)
     totals: StreamState = field(default_factory=StreamState)  # everything collected so far, this run included
 
     @property
@@ -76,6 +77,10 @@ class CollectResult:
         return all(counts.conserved for counts in self.streams.values())
 
     @property
+    def refused(self) -> list[str]:
+        return [c.refused for c in self.streams.values() if c.refused]
+
+    @property
     def skip_reasons(self) -> Counter:
         reasons: Counter = Counter()
         for counts in self.streams.values():
@@ -88,6 +93,8 @@ class CollectResult:
         for name in sorted(self.streams):
             c = self.streams[name]
             note = "absent" if not c.source_present else ("unknown stream: not collected" if not c.known else "")
+            if c.refused:
+                note = f"refused: {c.refused}"
             if c.rebuilt:
                 note = f"rebuilt: {c.rebuilt}"
             lines.append(
@@ -185,6 +192,11 @@ def _collect_stream(
     known = stream in STREAMS
     counts = StreamCounts(stream=stream, source_present=source.exists(), known=known)
     if not counts.source_present:
+        counts.totals = state.streams.get(stream, StreamState())
+        return counts, [], False
+    if not source.resolve().is_relative_to(layout.root):
+        # A symlink out of the root would let a log directory read arbitrary files into datasets.
+        counts.refused = f"source_outside_root: {layout.relative(source)} resolves to {source.resolve()}"
         counts.totals = state.streams.get(stream, StreamState())
         return counts, [], False
 

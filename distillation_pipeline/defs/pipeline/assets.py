@@ -4,7 +4,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from distillation_pipeline.defs.pipeline.stage import OWNERS, finish_stage, pinned_time
+from distillation_pipeline.defs.pipeline.stage import OWNERS, finish_stage, pinned_time, stage_lock
 from distillation_pipeline.defs.resources import DistillPaths, RunOptions
 from distillation_pipeline.evidence.collect import collect
 from distillation_pipeline.evidence.health import write_health_report
@@ -38,10 +38,11 @@ GROUP = "distillation"
 def evidence(context: dg.AssetExecutionContext, paths: DistillPaths, options: RunOptions) -> dg.MaterializeResult:
     layout = paths.layout()
     started_at = now_utc()
-    result = collect(layout, recorded_at=pinned_time(options.recorded_at), dry_run=options.dry_run)
+    with stage_lock(layout):
+        result = collect(layout, recorded_at=pinned_time(options.recorded_at), dry_run=options.dry_run)
+        health = None if options.dry_run else write_health_report(layout)
     for line in result.repaired:
         context.log.warning(f"collect recovery: {line}")
-    health = None if options.dry_run else write_health_report(layout)
 
     # Receipt counts describe the evidence on record (every row of the current sources), not
     # this run's increment: the same sources give the same receipt, however many runs it took.
@@ -69,6 +70,7 @@ def evidence(context: dg.AssetExecutionContext, paths: DistillPaths, options: Ru
     if total["skipped"]:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(skip_reasons.items()))
         errors.append(f"rows_skipped: {total['skipped']} source rows skipped ({reasons})")
+    errors += list(result.refused)
     hard = []
     if total["read"] != total["written"] + total["skipped"] + total["deduplicated"] or not result.conserved:
         hard.append("counts_not_conserved: rows read != written + skipped + deduplicated")
@@ -133,7 +135,8 @@ def scored_runs(
     layout = paths.layout()
     started_at = now_utc()
     try:
-        result = score_evidence_tree(layout, scorer_version=config.scorer_version, dry_run=options.dry_run)
+        with stage_lock(layout):
+            result = score_evidence_tree(layout, scorer_version=config.scorer_version, dry_run=options.dry_run)
     except EvidenceError as exc:
         return finish_stage(
             context, layout, stage="score", started_at=started_at, inputs=[], outputs=[],
@@ -280,7 +283,8 @@ def rag_playbooks(
 ) -> dg.MaterializeResult:
     started_at = now_utc()
     layout = paths.layout()
-    result = export_rag(layout, include_review=config.include_review, dry_run=options.dry_run)
+    with stage_lock(layout):
+        result = export_rag(layout, include_review=config.include_review, dry_run=options.dry_run)
     return _export_stage(context, layout, "export-rag", result, options, started_at)
 
 
@@ -299,7 +303,8 @@ def sft_dataset(
 ) -> dg.MaterializeResult:
     started_at = now_utc()
     layout = paths.layout()
-    result = export_sft(layout, include_partial=config.include_partial, dry_run=options.dry_run)
+    with stage_lock(layout):
+        result = export_sft(layout, include_partial=config.include_partial, dry_run=options.dry_run)
     return _export_stage(context, layout, "export-sft", result, options, started_at)
 
 
@@ -319,7 +324,8 @@ def preference_dataset(
 ) -> dg.MaterializeResult:
     started_at = now_utc()
     layout = paths.layout()
-    result = export_preference(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)
+    with stage_lock(layout):
+        result = export_preference(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)
     return _export_stage(context, layout, "export-preference", result, options, started_at)
 
 
@@ -359,7 +365,8 @@ def run_summary(context: dg.AssetExecutionContext, paths: DistillPaths, options:
             check_results=[dg.AssetCheckResult(check_name="drift", passed=True, description="dry run: no drift computed")],
         )
     replay = loop_metrics(layout)
-    finalized = finalize_run(layout, context.run_id, replay_metrics=replay)
+    with stage_lock(layout):
+        finalized = finalize_run(layout, context.run_id, replay_metrics=replay)
     summary, drift = finalized.summary, finalized.drift
     severity = {"ok": None, "warn": dg.AssetCheckSeverity.WARN, "alert": dg.AssetCheckSeverity.ERROR}[drift.severity]
     check = dg.AssetCheckResult(

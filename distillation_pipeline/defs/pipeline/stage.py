@@ -1,6 +1,7 @@
 """Shared shape of a pipeline asset: time it, write its receipt, report it as metadata."""
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -8,11 +9,19 @@ from typing import Any
 import dagster as dg
 
 from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.lib.locks import root_lock
 from distillation_pipeline.lib.timestamps import now_utc, parse_timestamp
 from distillation_pipeline.receipts.receipt import build_receipt, write_receipt
 from distillation_pipeline.schemas import RecordCounts, StageReceipt, Validation
 
 OWNERS = ["team:ml-platform"]
+
+
+@contextlib.contextmanager
+def stage_lock(layout: Layout) -> Iterator[None]:
+    """Hold the root lock while a stage writes (a no-op inside ``distill``, which holds it)."""
+    with root_lock(layout, wait=True):
+        yield
 
 
 def pinned_time(recorded_at: str | None) -> datetime | None:
