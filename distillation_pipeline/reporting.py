@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from distillation_pipeline.defs.execute import PipelineOutcome
+from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import STAGES, StageReceipt
 
 
@@ -81,4 +82,4 @@ def print_outcome(outcome: PipelineOutcome, root: Path) -> None:
         print(f"CHECK FAILED {failure}")
     for warning in outcome.check_warnings:
         print(f"check warning {warning}")
-    print(f"run {outcome.run_id}: receipts in {root / 'reports' / 'distillation' / outcome.run_id}")
+    print(f"run {outcome.run_id}: receipts in {Layout.at(root).run_dir(outcome.run_id)}")

@@ -340,12 +340,16 @@ class _PartitionWriter:
         self.state = state
         self.dry_run = dry_run
         self.buffers: dict[str, list[bytes]] = {}
+        self.partitions: dict[tuple[str, str], str] = {}  # (date, stream) -> relative path
         self.buffered = 0
         self.touched: set[str] = set()
 
     def add(self, event_at_iso: str, stream: str, line: bytes) -> None:
         # event_at is "YYYY-MM-DDT..." in UTC: the partition is its date.
-        rel = f"data/evidence/{event_at_iso[0:4]}/{event_at_iso[5:7]}/{event_at_iso[8:10]}/{stream}.jsonl"
+        key = (event_at_iso[:10], stream)
+        rel = self.partitions.get(key)
+        if rel is None:
+            rel = self.partitions[key] = self.layout.relative(self.layout.evidence_partition(event_at_iso, stream))
         self.buffers.setdefault(rel, []).append(line)
         self.buffered += len(line)
         if self.buffered >= _FLUSH_BYTES:

@@ -52,6 +52,10 @@ class Layout:
     def evidence_dir(self) -> Path:
         return self.root / "data" / "evidence"
 
+    def evidence_partition(self, event_date: str, stream: str) -> Path:
+        """A stream's evidence for one event date ("YYYY-MM-DD", or an ISO time starting with one)."""
+        return self.evidence_dir / event_date[0:4] / event_date[5:7] / event_date[8:10] / f"{stream}.jsonl"
+
     @property
     def evidence_state_file(self) -> Path:
         """Commit record of the collect stage (checkpoints and committed file lengths)."""

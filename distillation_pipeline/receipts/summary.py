@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from distillation_pipeline.exports.card import write_dataset_card
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_write_text
 from distillation_pipeline.lib.hashing import aggregate_hash, file_sha256, sha256_hex
 from distillation_pipeline.lib.layout import Layout
@@ -157,6 +158,8 @@ def finalize_run(
     atomic_write_bytes(paths[0], drift_bytes)
     atomic_write_text(paths[1], render_summary_md(summary, drift))
     atomic_write_bytes(paths[2], summary_bytes)
+    if any(stage.startswith("export-") for stage in receipts):
+        paths.append(write_dataset_card(layout, run_id, receipts))
     return FinalizedRun(summary, drift, paths)
 
 

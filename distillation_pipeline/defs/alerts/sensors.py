@@ -40,38 +40,49 @@ def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return failed
 
 
-def alert_for(record: dg.EventLogRecord) -> AlertRecord | None:
+def _occurred(entry: dg.EventLogEntry) -> datetime:
+    return datetime.fromtimestamp(entry.timestamp, tz=UTC)
+
+
+def run_failure_alert(record: dg.EventLogRecord) -> AlertRecord:
     entry = record.event_log_entry
-    event = entry.dagster_event
-    occurred_at = datetime.fromtimestamp(entry.timestamp, tz=UTC)
-    if event.event_type == dg.DagsterEventType.RUN_FAILURE:
-        return AlertRecord(
-            id=f"run_failure:{record.storage_id}",
-            kind="run_failure",
-            severity="error",
-            run_id=entry.run_id,
-            job_name=entry.job_name,
-            message=(event.message or "run failed")[:500],
-            occurred_at=occurred_at,
-            webhook="pending",
-        )
-    evaluation = event.event_specific_data
-    if evaluation.passed:
-        return None
-    warn = evaluation.severity == dg.AssetCheckSeverity.WARN
-    key = evaluation.asset_check_key
     return AlertRecord(
-        id=f"check:{record.storage_id}",
-        kind="check_warning" if warn else "check_failure",
-        severity="warn" if warn else "error",
+        id=f"run_failure:{entry.run_id}",
+        kind="run_failure",
+        severity="error",
         run_id=entry.run_id,
         job_name=entry.job_name,
-        asset_key=key.asset_key.to_user_string(),
-        check_name=key.name,
-        message=(evaluation.description or f"check {key.name} failed")[:500],
-        occurred_at=occurred_at,
+        message=(entry.dagster_event.message or "run failed")[:500],
+        occurred_at=_occurred(entry),
         webhook="pending",
     )
+
+
+def check_alerts(instance: dg.DagsterInstance, run_id: str) -> list[AlertRecord]:
+    """Failed or warning asset checks of one finished run."""
+    alerts = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        warn = evaluation.severity == dg.AssetCheckSeverity.WARN
+        key = evaluation.asset_check_key
+        asset = key.asset_key.to_user_string()
+        alerts.append(
+            AlertRecord(
+                id=f"check:{run_id}:{asset}:{key.name}",
+                kind="check_warning" if warn else "check_failure",
+                severity="warn" if warn else "error",
+                run_id=run_id,
+                job_name=entry.job_name,
+                asset_key=asset,
+                check_name=key.name,
+                message=(evaluation.description or f"check {key.name} failed")[:500],
+                occurred_at=_occurred(entry),
+                webhook="pending",
+            )
+        )
+    return alerts
 
 
 @dg.sensor(
@@ -85,33 +96,29 @@ def alert_for(record: dg.EventLogRecord) -> AlertRecord | None:
     ),
 )
 def distill_alerts(context: dg.SensorEvaluationContext, paths: DistillPaths) -> dg.SkipReason:
+    # Walk finished runs (run status changes live in run storage, which every instance can
+    # query by storage id, SQLite's run-sharded event logs included), then read each run's
+    # check evaluations from its own log.
     cursor = int(context.cursor or 0)
     default_layout = paths.layout()
-    records: list[dg.EventLogRecord] = list(
-        context.instance.fetch_run_status_changes(
-            dg.RunStatusChangeRecordsFilter(event_type=dg.DagsterEventType.RUN_FAILURE, after_storage_id=cursor),
+    finished: list[dg.EventLogRecord] = []
+    for event_type in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
+        finished += context.instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=cursor),
             limit=_BATCH,
             ascending=True,
         ).records
-    )
-    records += context.instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=cursor),
-        limit=_BATCH,
-        ascending=True,
-    )
-    records.sort(key=lambda record: record.storage_id)
+    finished.sort(key=lambda record: record.storage_id)
     sent = 0
-    for record in records:
-        layout = _run_layout(context.instance, record.run_id, default_layout)
-        alert = alert_for(record)
-        if alert is not None and deliver(layout, alert) is not None:
-            sent += 1
-        is_pipeline_failure = (
-            record.event_log_entry.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE
-            and record.event_log_entry.job_name == PIPELINE_JOB_NAME
-        )
-        if is_pipeline_failure and layout.run_dir(record.run_id).exists() and not summary_path(layout, record.run_id).exists():
-            finalize_run(layout, record.run_id, failed_checks=_failed_checks(context.instance, record.run_id))
+    for record in finished:
+        run_id = record.event_log_entry.run_id
+        layout = _run_layout(context.instance, run_id, default_layout)
+        failed = record.event_log_entry.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE
+        alerts = check_alerts(context.instance, run_id) + ([run_failure_alert(record)] if failed else [])
+        sent += sum(deliver(layout, alert) is not None for alert in alerts)
+        if failed and record.event_log_entry.job_name == PIPELINE_JOB_NAME:
+            if layout.run_dir(run_id).exists() and not summary_path(layout, run_id).exists():
+                finalize_run(layout, run_id, failed_checks=_failed_checks(context.instance, run_id))
         cursor = max(cursor, record.storage_id)
     context.update_cursor(str(cursor))
-    return dg.SkipReason(f"{sent} alert(s) sent, {len(records)} event(s) read")
+    return dg.SkipReason(f"{sent} alert(s) sent for {len(finished)} finished run(s)")
