@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--sample", type=int, default=30, help="records to round-trip to their source")
     health.set_defaults(handler=cmd_health)
 
+    from distillation_pipeline.cli_replay import add_replay_commands
+
+    add_replay_commands(sub)
     return parser
 
 

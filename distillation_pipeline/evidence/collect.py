@@ -8,6 +8,7 @@ Runs are incremental: only bytes appended to a source since the last commit are 
 """
 
 import array
+import contextlib
 import hashlib
 import os
 from collections import Counter
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from distillation_pipeline.evidence.records import build_evidence, is_score_ready
 from distillation_pipeline.evidence.state import CollectState, StateMismatch, StreamState, recover, seen_file
 from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
-from distillation_pipeline.lib.atomic import atomic_write_bytes
+from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
 from distillation_pipeline.lib.hashing import canonical_json
 from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_lines
 from distillation_pipeline.lib.layout import Layout
@@ -238,51 +239,56 @@ def _collect_stream(
         )
 
     consumed = start
-    for line in iter_raw_lines(source, start=start, max_line_bytes=MAX_LINE_BYTES):
-        consumed = line.end
-        if not line.data.strip():
-            counts.blank_lines += 1
-            continue
-        counts.read += 1
-        if len(line.data) > MAX_LINE_BYTES:
-            skip(line.offset, "line_too_long", f"line exceeds {MAX_LINE_BYTES} bytes")
-            continue
-        if not known:
-            skip(line.offset, UNKNOWN_STREAM, f"no stream contract for {source.name}")
-            continue
-        try:
-            row = orjson.loads(line.data)
-        except orjson.JSONDecodeError as exc:
-            skip(line.offset, *_parse_failure(line.data, line.terminated, exc))
-            continue
-        if not isinstance(row, dict):
-            skip(line.offset, "not_an_object", f"top-level JSON {type(row).__name__}")
-            continue
-        canonical = canonical_json(row)
-        digest = hashlib.sha256(canonical).digest()
-        key = int.from_bytes(digest[:8], "big")
-        if key in seen:
-            counts.deduplicated += 1
-            continue
-        try:
-            record = build_evidence(stream, row, digest.hex(), source_rel, line.offset, recorded_at)
-            EvidenceRecord.model_validate(record)
-        except RowError as exc:
-            skip(line.offset, exc.reason, exc.detail)
-            continue
-        except ValidationError as exc:
-            skip(line.offset, "schema_violation", _first_error(exc))
-            continue
-        seen.add(key)
-        new_seen.append(key)
-        counts.written += 1
-        if is_score_ready(record):
-            counts.score_ready += 1
-        writer.add(record["event_at"], stream, dumps_line(record))
+    # A log that writers append to under a lock (the replay log) is read under the same lock, so
+    # a row being written is never taken for a truncated one.
+    writer_lock = locked(source) if source.with_name(source.name + ".lock").exists() else contextlib.nullcontext()
+    with writer_lock:
+        for line in iter_raw_lines(source, start=start, max_line_bytes=MAX_LINE_BYTES):
+            consumed = line.end
+            if not line.data.strip():
+                counts.blank_lines += 1
+                continue
+            counts.read += 1
+            if len(line.data) > MAX_LINE_BYTES:
+                skip(line.offset, "line_too_long", f"line exceeds {MAX_LINE_BYTES} bytes")
+                continue
+            if not known:
+                skip(line.offset, UNKNOWN_STREAM, f"no stream contract for {source.name}")
+                continue
+            try:
+                row = orjson.loads(line.data)
+            except orjson.JSONDecodeError as exc:
+                skip(line.offset, *_parse_failure(line.data, line.terminated, exc))
+                continue
+            if not isinstance(row, dict):
+                skip(line.offset, "not_an_object", f"top-level JSON {type(row).__name__}")
+                continue
+            canonical = canonical_json(row)
+            digest = hashlib.sha256(canonical).digest()
+            key = int.from_bytes(digest[:8], "big")
+            if key in seen:
+                counts.deduplicated += 1
+                continue
+            try:
+                record = build_evidence(stream, row, digest.hex(), source_rel, line.offset, recorded_at)
+                EvidenceRecord.model_validate(record)
+            except RowError as exc:
+                skip(line.offset, exc.reason, exc.detail)
+                continue
+            except ValidationError as exc:
+                skip(line.offset, "schema_violation", _first_error(exc))
+                continue
+            seen.add(key)
+            new_seen.append(key)
+            counts.written += 1
+            if is_score_ready(record):
+                counts.score_ready += 1
+            writer.add(record["event_at"], stream, dumps_line(record))
 
+        if not dry_run:
+            stream_state.prefix_sha256 = _prefix_sha256(source, consumed)
     stream_state.consumed_bytes = consumed
     if not dry_run:
-        stream_state.prefix_sha256 = _prefix_sha256(source, consumed)
         stream_state.seen_bytes = _append_seen(layout, stream, new_seen)
     stream_state.rows_read += counts.read
     for attribute in ("written", "skipped", "deduplicated", "blank_lines", "score_ready"):
