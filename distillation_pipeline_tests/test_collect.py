@@ -345,3 +345,20 @@ def test_a_source_symlinked_outside_the_root_is_refused(substrate: Substrate, tm
     assert counts.refused and "source_outside_root" in counts.refused
     assert counts.read == 0 and not substrate.layout.evidence_dir.exists()
     assert result.refused == [counts.refused]
+
+
+def test_cached_file_digests_are_never_stale(tmp_path) -> None:
+    from distillation_pipeline.lib.digests import file_digests
+    from distillation_pipeline.lib.hashing import file_sha256
+    from distillation_pipeline.lib.layout import Layout
+
+    layout = Layout.at(tmp_path)
+    layout.state_dir.mkdir(parents=True)
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"a\n")
+    assert file_digests(layout, [path])[path] == file_sha256(path)
+    with open(path, "r+b") as handle:  # same size, edited in place
+        handle.write(b"b")
+    assert file_digests(layout, [path])[path] == file_sha256(path)
+    path.write_bytes(b"abc\n")
+    assert file_digests(layout, [path])[path] == file_sha256(path)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from distillation_pipeline.lib.atomic import atomic_write_bytes
-from distillation_pipeline.lib.hashing import aggregate_hash, file_sha256
+from distillation_pipeline.lib.digests import file_digests
+from distillation_pipeline.lib.hashing import aggregate_hash
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import FileDigest, RecordCounts, StageReceipt, Validation
 
@@ -32,11 +33,13 @@ def git_sha() -> str:
 
 
 def digest_files(layout: Layout, paths: Iterable[Path]) -> list[FileDigest]:
-    digests = []
-    for path in sorted(set(paths)):
-        if path.exists() and path.is_file():
-            digests.append(FileDigest(path=layout.relative(path), sha256=file_sha256(path), bytes=path.stat().st_size))
-    return digests
+    files = [path for path in sorted(set(paths)) if path.is_file()]
+    hashes = file_digests(layout, files)
+    return [
+        FileDigest(path=layout.relative(path), sha256=hashes[path], bytes=path.stat().st_size)
+        for path in files
+        if path in hashes
+    ]
 
 
 def build_receipt(
