@@ -139,12 +139,39 @@ def test_non_utf8_bytes_are_skipped(substrate: Substrate) -> None:
     assert skip_reasons(substrate) == {"invalid_utf8": 1}
 
 
-def test_truncated_last_line_is_skipped_not_fatal(substrate: Substrate) -> None:
+def test_truncated_last_line_is_left_pending_then_collected_whole(substrate: Substrate) -> None:
     substrate.write_bytes("scrum_reviews", orjson.dumps(scrum_row("r1")) + b'\n{"review_id": "r2", "task_id": "t", "crea')
     result = collect(substrate.layout, recorded_at=PIN)
-    assert result.streams["scrum_reviews"].written == 1
-    assert skip_reasons(substrate) == {"truncated_line": 1}
+    counts = result.streams["scrum_reviews"]
+    assert (counts.read, counts.written, counts.skipped) == (1, 1, 0)
+    assert counts.pending_tail_bytes == len(b'{"review_id": "r2", "task_id": "t", "crea')
     assert result.conserved
+    # The writer finishes its line: the next run takes it whole, not as two broken halves.
+    substrate.append_bytes("scrum_reviews", b'ted_at": "2026-10-02T00:00:00Z", "accepted_on_attempt": 1}\n')
+    again = collect(substrate.layout, recorded_at=PIN).streams["scrum_reviews"]
+    assert (again.read, again.written, again.skipped, again.pending_tail_bytes) == (1, 1, 0, 0)
+
+
+def test_a_torn_tail_completed_by_an_unrelated_append_is_one_skip(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", orjson.dumps(scrum_row("r1")) + b'\n{"review_id": "r2", "cr')
+    collect(substrate.layout, recorded_at=PIN)
+    substrate.append_bytes("scrum_reviews", orjson.dumps(scrum_row("r3")) + b"\n")
+    result = collect(substrate.layout, recorded_at=PIN)
+    counts = result.streams["scrum_reviews"]
+    assert (counts.read, counts.written, counts.skipped) == (1, 0, 1)
+    assert skip_reasons(substrate) == {"malformed_json": 1}
+
+
+def test_deeply_nested_rows_are_skipped_with_a_reason(substrate: Substrate) -> None:
+    # 500 levels parse (orjson allows 1024) but exceed our limit; 5000 levels do not parse at all.
+    nested_row = orjson.dumps(scrum_row("r1"))[:-1] + b', "meta": ' + b"[" * 500 + b"]" * 500 + b"}"
+    too_deep_to_parse = b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    substrate.write_bytes(
+        "scrum_reviews", nested_row + b"\n" + too_deep_to_parse + b"\n" + orjson.dumps(scrum_row("r2")) + b"\n"
+    )
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert skip_reasons(substrate) == {"too_deeply_nested": 2}
 
 
 def test_unterminated_but_complete_last_line_is_kept(substrate: Substrate) -> None:
@@ -362,3 +389,15 @@ def test_cached_file_digests_are_never_stale(tmp_path) -> None:
     assert file_digests(layout, [path])[path] == file_sha256(path)
     path.write_bytes(b"abc\n")
     assert file_digests(layout, [path])[path] == file_sha256(path)
+
+
+def test_a_deleted_skips_file_is_rebuilt_from_the_sources(substrate: Substrate) -> None:
+    substrate.write_bytes("scrum_reviews", b"{oops\n" + orjson.dumps(scrum_row("r1")) + b"\n")
+    collect(substrate.layout, recorded_at=PIN)
+    before = substrate.layout.skips_file.read_bytes()
+    evidence = tree_bytes(substrate.layout.evidence_dir)
+    substrate.layout.skips_file.unlink()
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert any("re-collecting" in line for line in result.repaired)
+    assert substrate.layout.skips_file.read_bytes() == before
+    assert tree_bytes(substrate.layout.evidence_dir) == evidence

@@ -19,6 +19,8 @@ from distillation_pipeline.schemas import AlertRecord
 
 WEBHOOK_ENV = "DISTILL_ALERT_WEBHOOK_URL"
 log = logging.getLogger(__name__)
+# httpx logs every request with its full URL at INFO; a Slack webhook URL is a credential.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _ICON = {"error": ":red_circle:", "warn": ":large_yellow_circle:"}
 
@@ -51,6 +53,8 @@ def post_webhook(url: str, payload: dict, *, timeout_s: float = 5.0, attempts: i
             why = f"timed out after {timeout_s:g}s"
         except httpx.HTTPError as exc:
             why = type(exc).__name__  # the exception text can contain the URL
+        except Exception as exc:  # noqa: BLE001 - a malformed URL (InvalidURL, UnicodeError...) will not get better
+            return f"failed: {type(exc).__name__} (malformed webhook URL?)"
         if attempt < attempts:
             time.sleep(backoff_s * 2 ** (attempt - 1))
     return f"failed: {why} after {attempt} attempt(s)"

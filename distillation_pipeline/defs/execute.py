@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
+from distillation_pipeline.lib.atomic import sweep_temp_files
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.locks import root_lock
 from distillation_pipeline.schemas import StageReceipt
@@ -87,7 +88,15 @@ def run_pipeline(
         run_config["ops"] = {name: {"config": config} for name, config in asset_config.items()}
     job = defs.resolve_job_def(PIPELINE_JOB_NAME)
     selection = [dg.AssetKey(name) for name in assets] if assets else None
-    with root_lock(Layout.at(root), wait=False):  # raises RootBusy: one run per root
+    layout = Layout.at(root)
+    with root_lock(layout, wait=False):  # raises RootBusy: one run per root
+        # Temp files of writers a previous run's SIGKILL interrupted; the replay log and queue are
+        # left alone (replay writers do not take the root lock).
+        sweep_temp_files([layout.evidence_dir, layout.scored_dir, layout.exports_dir, layout.reports_dir, layout.state_dir])
+        for leftover in layout.kb_dir.glob(".distillation_skips.jsonl.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for leftover in layout.kb_dir.glob(".evidence_health.md.*.tmp"):
+            leftover.unlink(missing_ok=True)
         result = job.execute_in_process(
             run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
         )

@@ -25,13 +25,16 @@ from distillation_pipeline.evidence.records import build_evidence, is_score_read
 from distillation_pipeline.evidence.state import CollectState, StateMismatch, StreamState, recover, seen_file
 from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
 from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
-from distillation_pipeline.lib.hashing import canonical_json
+from distillation_pipeline.lib.hashing import canonical_json, file_sha256
 from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_lines
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
 from distillation_pipeline.schemas import EvidenceRecord
 
 MAX_LINE_BYTES = 1 << 20  # a 1 MiB log line is a dump, not a review: skip it, bounded in memory
+# Our canonical hash, pydantic's JSON parser (about 200) and the stdlib encoder (about 1000) all
+# have depth limits; no real log row nests anywhere near this.
+MAX_NESTING = 128
 _FLUSH_BYTES = 16 << 20  # buffered evidence before appending to partition files
 UNKNOWN_STREAM = "unknown_stream"
 
@@ -50,6 +53,7 @@ class StreamCounts:
     skip_reasons: Counter = field(default_factory=Counter)
     rebuilt: str | None = None  # why the stream was re-collected from scratch, if it was
     refused: str | None = None  # why the source was not read at all (e.g. it resolves outside the root)
+    pending_tail_bytes: int = 0  # an unterminated, unparseable last line left for the next run
     totals: StreamState = field(default_factory=StreamState)  # everything collected so far, this run included
 
     @property
@@ -98,6 +102,8 @@ class CollectResult:
                 note = f"refused: {c.refused}"
             if c.rebuilt:
                 note = f"rebuilt: {c.rebuilt}"
+            if c.pending_tail_bytes:
+                note += f" pending tail: {c.pending_tail_bytes} bytes (a line still being written?)"
             lines.append(
                 f"{name:<24} {c.read:>9} {c.written:>9} {c.skipped:>8} {c.deduplicated:>8} {c.blank_lines:>6} {c.total_on_record:>10}  {note}"
             )
@@ -152,6 +158,7 @@ def collect(layout: Layout, recorded_at: datetime | None = None, dry_run: bool =
 
     if not dry_run:
         _write_skips(layout, new_skips, rebuilt_streams)
+        state.skips_sha256 = file_sha256(layout.skips_file) if layout.skips_file.exists() else ""
         writer.commit_lengths()
         state.save(layout)  # the commit point: everything before it is undone if we die first
 
@@ -166,6 +173,7 @@ def _wipe(layout: Layout) -> None:
     for path in layout.evidence_seen_dir.glob("*.bin") if layout.evidence_seen_dir.exists() else []:
         path.unlink()
     layout.evidence_state_file.unlink(missing_ok=True)
+    layout.skips_file.unlink(missing_ok=True)
 
 
 def _prefix_sha256(path: Path, length: int) -> str:
@@ -244,6 +252,13 @@ def _collect_stream(
     writer_lock = locked(source) if source.with_name(source.name + ".lock").exists() else contextlib.nullcontext()
     with writer_lock:
         for line in iter_raw_lines(source, start=start, max_line_bytes=MAX_LINE_BYTES):
+            if not line.terminated and not _parses(line.data):
+                # An unterminated last line that does not parse is most likely still being
+                # written: leave it unread (reported as a pending tail) and take it whole next
+                # run. A writer that died leaves it pending until the next append completes it
+                # into one malformed line, which is then skipped with a reason.
+                counts.pending_tail_bytes = line.end - line.offset
+                break
             consumed = line.end
             if not line.data.strip():
                 counts.blank_lines += 1
@@ -258,10 +273,13 @@ def _collect_stream(
             try:
                 row = orjson.loads(line.data)
             except orjson.JSONDecodeError as exc:
-                skip(line.offset, *_parse_failure(line.data, line.terminated, exc))
+                skip(line.offset, *_parse_failure(line.data, exc))
                 continue
             if not isinstance(row, dict):
                 skip(line.offset, "not_an_object", f"top-level JSON {type(row).__name__}")
+                continue
+            if _nesting_depth(row) > MAX_NESTING:
+                skip(line.offset, "too_deeply_nested", f"nested deeper than {MAX_NESTING} levels")
                 continue
             canonical = canonical_json(row)
             digest = hashlib.sha256(canonical).digest()
@@ -301,15 +319,41 @@ def _collect_stream(
     return counts, skips, rebuilt
 
 
-def _parse_failure(data: bytes, terminated: bool, exc: Exception) -> tuple[str, str]:
+def _parses(data: bytes) -> bool:
+    if not data.strip():
+        return True
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _nesting_depth(value: object) -> int:
+    """Depth of nested containers, iteratively: a hostile row must not exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _parse_failure(data: bytes, exc: Exception) -> tuple[str, str]:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as decode_error:
         return "invalid_utf8", f"byte {decode_error.start}: {decode_error.reason}"
-    if not terminated:
-        return "truncated_line", "last line has no newline and does not parse (cut off mid-write)"
     message = str(exc)
-    if "recursion" in message.lower():
+    if "recursion" in message.lower() or "depth limit" in message.lower():
         return "too_deeply_nested", message[:200]
     return "malformed_json", message[:200]
 

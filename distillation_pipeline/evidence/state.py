@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from distillation_pipeline.lib.atomic import atomic_write_bytes
+from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
 STATE_VERSION = 1
@@ -45,6 +46,7 @@ class StreamState:
 class CollectState:
     streams: dict[str, StreamState] = field(default_factory=dict)
     evidence_files: dict[str, int] = field(default_factory=dict)  # relative path -> committed bytes
+    skips_sha256: str = ""  # of data/_kb/distillation_skips.jsonl as committed ("" = no file)
 
     @classmethod
     def load(cls, layout: Layout) -> "CollectState":
@@ -57,6 +59,7 @@ class CollectState:
         return cls(
             streams={name: StreamState(**values) for name, values in data["streams"].items()},
             evidence_files=dict(data["evidence_files"]),
+            skips_sha256=data.get("skips_sha256", ""),
         )
 
     def save(self, layout: Layout) -> None:
@@ -64,6 +67,7 @@ class CollectState:
             "state_version": STATE_VERSION,
             "streams": {name: self.streams[name].to_dict() for name in sorted(self.streams)},
             "evidence_files": dict(sorted(self.evidence_files.items())),
+            "skips_sha256": self.skips_sha256,
         }
         atomic_write_bytes(layout.evidence_state_file, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
 
@@ -79,6 +83,10 @@ def recover(layout: Layout, state: CollectState) -> list[str]:
     caller then rebuilds from the sources rather than trusting a damaged tree.
     """
     repaired: list[str] = []
+    skips = layout.skips_file
+    actual = file_sha256(skips) if skips.exists() else ""
+    if state.streams and actual != state.skips_sha256:
+        raise StateMismatch(f"{layout.relative(skips)} differs from its commit record (edited or deleted)")
     committed = state.evidence_files
     if layout.evidence_dir.exists():
         for path in sorted(layout.evidence_dir.rglob("*.jsonl")):

@@ -114,3 +114,18 @@ def append_lines_locked(path: Path, lines: list[bytes]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sweep_temp_files(directories: list[Path]) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` files that writers killed mid-write left behind.
+
+    Call only while holding the lock of every writer of these directories (the root lock):
+    a temp file then belongs to nobody alive.
+    """
+    removed = []
+    for directory in directories:
+        if directory.is_dir():
+            for path in directory.rglob(".*.tmp"):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

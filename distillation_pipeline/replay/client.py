@@ -13,6 +13,7 @@ error body gets it masked), and the only endpoint description that leaves this m
 """
 
 import functools
+import logging
 import os
 import ssl
 import time
@@ -21,6 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+
+# httpx logs each request with its full URL at INFO; an endpoint URL may carry user:password@.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class ModelError(RuntimeError):

@@ -58,6 +58,7 @@ def evidence(context: dg.AssetExecutionContext, paths: DistillPaths, options: Ru
             "score_ready": t.score_ready,
             "new_read": result.streams[name].read,
             "new_written": result.streams[name].written,
+            "pending_tail_bytes": result.streams[name].pending_tail_bytes,
         }
         for name, t in totals.items()
     }
