@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -266,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed one line of usage error
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     if not args.verbose:
+        # Dagster's beta/preview notices are for the code's authors, not for a user's terminal.
+        warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
         # Dagster logs every event at INFO; the command prints its own summary instead.
         os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "WARNING")
         logging.getLogger("dagster").setLevel(logging.WARNING)

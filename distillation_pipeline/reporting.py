@@ -31,6 +31,12 @@ def render_collect(receipt: StageReceipt) -> str:
     lines.append(f"new rows written this run: {total_new}")
     if counts.per_reason:
         lines.append("skipped by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.per_reason.items())))
+    pending = {name: row.get("pending_tail_bytes", 0) for name, row in per_stream.items() if row.get("pending_tail_bytes")}
+    if pending:
+        lines.append(
+            "pending tails (an unterminated last line, maybe still being written; read next run): "
+            + ", ".join(f"{name} ({n} bytes)" for name, n in sorted(pending.items()))
+        )
     return "\n".join(lines)
 
 

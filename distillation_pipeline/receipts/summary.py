@@ -210,6 +210,17 @@ def render_summary_md(summary: RunSummary, drift: DriftReport) -> str:
         c = receipt.counts
         mark = "yes" if receipt.validation.passed else "**no**"
         out.append(f"| {stage} | {c.records_in} | {c.records_out} | {c.skipped} | {c.quarantined} | {c.deduplicated} | {mark} | {receipt.duration_ms} |")
+    notes = []
+    if score_receipt := summary.stages.get("score"):
+        ledger_rows = int(score_receipt.options.get("ledger_rows", 0) or 0)
+        if ledger_rows:
+            notes.append(f"score: {ledger_rows} model_trust rows went to the model ledger, not to scored runs")
+    if collect_receipt := summary.stages.get("collect"):
+        pending = sum(row.get("pending_tail_bytes", 0) for row in collect_receipt.counts.per_stream.values())
+        if pending:
+            notes.append(f"collect: {pending} bytes of unterminated last lines left pending for the next run")
+    if notes:
+        out += [""] + [f"_{note}_  " for note in notes]
     out += ["", "## Datasets", ""]
     if summary.dataset_sizes:
         out += ["| dataset | rows | quarantined |", "|---|---:|---:|"]
