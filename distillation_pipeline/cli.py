@@ -176,6 +176,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         asset_config=getattr(args, "asset_config", lambda a: None)(args),
         log_level="DEBUG" if args.verbose else "WARNING",
+        progress=not args.verbose,
     )
     print_outcome(outcome, root)
     return EXIT_OK if outcome.validation_passed else EXIT_FAILED_VALIDATION
@@ -191,7 +192,11 @@ def cmd_run_all(args: argparse.Namespace) -> int:
     _validate_time(args.recorded_at)
     layout = Layout.at(root)
     outcome = run_pipeline(
-        root, recorded_at=args.recorded_at, dry_run=args.dry_run, log_level="DEBUG" if args.verbose else "WARNING"
+        root,
+        recorded_at=args.recorded_at,
+        dry_run=args.dry_run,
+        log_level="DEBUG" if args.verbose else "WARNING",
+        progress=not args.verbose,
     )
     if args.dry_run:
         print_outcome(outcome, root)

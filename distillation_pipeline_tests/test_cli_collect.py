@@ -84,3 +84,12 @@ def test_a_second_run_on_a_busy_root_refuses_with_a_clear_message(substrate: Sub
             locks._HELD.update(held)
     assert "another distill run holds" in capsys.readouterr().err
     assert main(["build-evidence", "--root", str(substrate.root)]) == EXIT_OK  # free again
+
+
+def test_progress_lines_go_to_stderr_as_plain_text_without_a_tty(substrate: Substrate, capsys) -> None:
+    substrate.write_rows("scrum_reviews", [scrum_row("r1")])
+    assert main(["build-evidence", "--root", str(substrate.root)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "… collect" in captured.err and "✓ collect (" in captured.err
+    assert "\x1b[" not in captured.err  # no terminal escapes when stderr is not a terminal
+    assert "✓ collect" not in captured.out  # stdout stays the report

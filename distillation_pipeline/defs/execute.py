@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
+from distillation_pipeline.defs.progress import progress_logger
 from distillation_pipeline.lib.atomic import sweep_temp_files
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.locks import root_lock
@@ -71,6 +72,7 @@ def run_pipeline(
     asset_config: dict[str, dict[str, Any]] | None = None,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
+    progress: bool = False,
 ) -> PipelineOutcome:
     from distillation_pipeline.definitions import defs
 
@@ -78,7 +80,7 @@ def run_pipeline(
     if instance is None:
         instance = default_instance(root)
     run_config: dict[str, Any] = {
-        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}, **({"progress": {}} if progress else {})},
         "resources": {
             "paths": {"config": {"root": str(root)}},
             "options": {"config": {"recorded_at": recorded_at, "dry_run": dry_run}},
@@ -87,6 +89,8 @@ def run_pipeline(
     if asset_config:
         run_config["ops"] = {name: {"config": config} for name, config in asset_config.items()}
     job = defs.resolve_job_def(PIPELINE_JOB_NAME)
+    if progress:
+        job = job.with_logger_defs({**job.loggers, "progress": progress_logger})
     selection = [dg.AssetKey(name) for name in assets] if assets else None
     layout = Layout.at(root)
     with root_lock(layout, wait=False):  # raises RootBusy: one run per root
