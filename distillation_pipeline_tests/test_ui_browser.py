@@ -246,6 +246,12 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
         root=root,
         logs={"webserver": base / "webserver.log", "daemon": base / "daemon.log"},
     )
+    # Create and migrate the instance's SQLite storage once, before two processes race to do it
+    # (seen in CI: "Version table 'alembic_version' has more than one head present").
+    subprocess.run(
+        [str(BIN / "python"), "-c", "import dagster; dagster.DagsterInstance.get().get_runs(limit=1)"],
+        env=env, cwd=REPO, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
     with open(ui.logs["webserver"], "wb") as web_log, open(ui.logs["daemon"], "wb") as daemon_log:
         try:
             ui.processes.append(
@@ -253,13 +259,13 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
                     [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace], env, web_log
                 )
             )
-            ui.processes.append(start([str(BIN / "dagster-daemon"), "run", "-w", workspace], env, daemon_log))
             wait_until(
                 "/server_info",
                 lambda: httpx.get(f"{ui.url}/server_info", timeout=5).status_code == 200,
                 SERVER_START_S,
                 ui,
             )
+            ui.processes.append(start([str(BIN / "dagster-daemon"), "run", "-w", workspace], env, daemon_log))
             ui.location, ui.jobs = wait_until(
                 "the code location to load", lambda: loaded_location(ui), SERVER_START_S, ui
             )
