@@ -58,6 +58,7 @@ class PipelineRun:
     run_id: str
     process: ProcessRun
     stages: dict[str, StageTiming]
+    git_sha: str  # the code that ran, as its receipts name it (others may commit between runs)
 
     @property
     def stage_seconds(self) -> float:
@@ -67,6 +68,7 @@ class PipelineRun:
         p = self.process
         return {
             "run_id": self.run_id,
+            "git_sha": self.git_sha,
             "exit_code": p.returncode,
             "wall_s": round(p.wall_s, 3),
             "cpu_s": round(p.cpu_s, 3),
@@ -97,7 +99,14 @@ def run_all(root: Path, log_file: Path, recorded_at: str = RECORDED_AT) -> Pipel
     if len(new) != 1:
         raise PipelineFailed(f"expected one new run directory under {layout.runs_dir}, found {new}")
     run_id = new[0]
-    return PipelineRun(layout.root, run_id, process, read_stage_timings(layout, run_id, process))
+    return PipelineRun(
+        layout.root, run_id, process, read_stage_timings(layout, run_id, process), receipt_git_sha(layout, run_id)
+    )
+
+
+def receipt_git_sha(layout: Layout, run_id: str) -> str:
+    collect = layout.run_dir(run_id) / "collect.json"
+    return orjson.loads(collect.read_bytes()).get("git_sha", "unknown") if collect.exists() else "unknown"
 
 
 def _run_dirs(layout: Layout) -> list[str]:
