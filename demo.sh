@@ -17,6 +17,10 @@ Outputs
   receipts        reports/distillation/<run_id>/summary.md
 Open the Dagster UI (webserver + daemon on http://127.0.0.1:3000):  ./ui.sh
 MSG
+if [ "$status" -eq 1 ]; then
+  echo "The run completed but FAILED validation. On the generated sample that is expected: it is messy"
+  echo "on purpose, and skipped source rows fail collect's validation (see 'What failed' above)."
+fi
 # exit 1 means the run completed but failed validation (the sample substrate is messy on
 # purpose, so skipped rows are expected); anything else is a real failure.
 [ "$status" -le 1 ] || exit "$status"
