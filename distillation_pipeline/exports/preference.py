@@ -41,11 +41,10 @@ from distillation_pipeline.exports.candidates import (
     read_line,
 )
 from distillation_pipeline.exports.ids import preference_id
-from distillation_pipeline.exports.paths import RepoManifest, cited_paths
+from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import QuarantineWriter, open_outputs
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.secrets import find_secret_in
-from distillation_pipeline.exports.streaming import hallucination_refusal, load_manifest
+from distillation_pipeline.exports.streaming import load_manifest, prompt_response_refusal
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import (
@@ -172,17 +171,7 @@ def _collect_runs(
 
 
 def _run_refusal(candidate: Candidate, side: str, manifest: RepoManifest | None) -> tuple[QuarantineReason, str] | None:
-    prompt, response = candidate.evidence.prompt, candidate.evidence.response
-    if not (prompt and prompt.strip()):
-        return "empty_content", "no prompt text"
-    if not (response and response.strip()):
-        return "empty_content", "no response text"
-    secret = find_secret_in((("prompt", prompt), ("response", response)))
-    if secret is not None:
-        return "secret_detected", secret
-    if side == "chosen":
-        return hallucination_refusal(manifest, cited_paths(response))
-    return None
+    return prompt_response_refusal(candidate, manifest, check_paths=side == "chosen")
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,14 +10,13 @@ from pydantic import ValidationError
 from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import Candidate, describe
 from distillation_pipeline.exports.ids import sft_id
-from distillation_pipeline.exports.paths import RepoManifest, cited_paths
+from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.secrets import find_secret_in
 from distillation_pipeline.exports.streaming import (
     Refusal,
     Row,
     export_stream,
-    hallucination_refusal,
+    prompt_response_refusal,
 )
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import SftSample
@@ -39,18 +38,10 @@ def build_sft_row(candidate: Candidate, manifest: RepoManifest | None, *, includ
     refusal = firewall.sft_refusal(candidate.category, include_partial)
     if refusal is not None:
         return refusal
-    prompt, response = candidate.evidence.prompt, candidate.evidence.response
-    if not (prompt and prompt.strip()):
-        return "empty_content", "no prompt text"
-    if not (response and response.strip()):
-        return "empty_content", "no response text"
-    secret = find_secret_in((("prompt", prompt), ("response", response)))
-    if secret is not None:
-        return "secret_detected", secret
-    # Only the response is held to the manifest: a task may name a file it asks to create.
-    refusal = hallucination_refusal(manifest, cited_paths(response))
+    refusal = prompt_response_refusal(candidate, manifest, check_paths=True)
     if refusal is not None:
         return refusal
+    prompt, response = candidate.evidence.prompt, candidate.evidence.response
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     try:
         sample = SftSample(

@@ -20,9 +20,10 @@ from distillation_pipeline.exports.candidates import (
     iter_candidates,
     list_source_files,
 )
-from distillation_pipeline.exports.paths import RepoManifest
+from distillation_pipeline.exports.paths import RepoManifest, cited_paths
 from distillation_pipeline.exports.quarantine import QuarantineWriter, open_outputs
 from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.exports.secrets import find_secret_in
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import QuarantineReason
@@ -49,6 +50,24 @@ def load_manifest(layout: Layout, result: ExportResult) -> RepoManifest | None:
     else:
         result.inputs.append(layout.repo_manifest)
     return manifest
+
+
+def prompt_response_refusal(
+    candidate: Candidate, manifest: RepoManifest | None, *, check_paths: bool
+) -> Refusal | None:
+    """Why a prompt/response pair cannot be exported: empty side, credential, invented file.
+
+    Only the response is held to the manifest: a task may name a file it asks to create.
+    """
+    prompt, response = candidate.evidence.prompt, candidate.evidence.response
+    if not (prompt and prompt.strip()):
+        return "empty_content", "no prompt text"
+    if not (response and response.strip()):
+        return "empty_content", "no response text"
+    secret = find_secret_in((("prompt", prompt), ("response", response)))
+    if secret is not None:
+        return "secret_detected", secret
+    return hallucination_refusal(manifest, cited_paths(response)) if check_paths else None
 
 
 def hallucination_refusal(manifest: RepoManifest | None, cited: list[str]) -> Refusal | None:
