@@ -10,6 +10,9 @@ from distillation_pipeline.lib.layout import Layout
 
 PINNED = "2026-11-01T00:00:00Z"
 
+# The export tests' fixtures (``layout``) live beside their builders.
+pytest_plugins = ["distillation_pipeline_tests.export_fixtures"]
+
 # CLI runs in tests use an in-memory Dagster instance unless a test asks for a persistent one.
 os.environ.setdefault("DISTILL_DAGSTER_INSTANCE", "ephemeral")
 

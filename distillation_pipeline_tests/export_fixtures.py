@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from distillation_pipeline.evidence.streams import STREAMS
+from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.lib.hashing import sig_hash
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
@@ -115,3 +117,16 @@ def later(hours: int) -> datetime:
 
 def reasons(path: Path) -> list[str]:
     return [row["reason"] for row in read_jsonl(path)]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    """An empty root in the test's temporary directory."""
+    return Layout.at(tmp_path / "root")
+
+
+def conserved(result: ExportResult) -> ExportResult:
+    """Assert the export's counts add up (its balance equation), and pass the result on."""
+    ok, equation = result.balance()
+    assert ok, equation
+    return result

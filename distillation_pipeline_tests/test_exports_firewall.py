@@ -1,32 +1,20 @@
 """The contamination firewall: category rules per dataset, and each layer holding alone."""
 
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from distillation_pipeline.exports import export_rag, export_sft, firewall, rag, sft
-from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import ChatMessage, ExportProvenance
 from distillation_pipeline_tests.export_fixtures import (
+    conserved,
     make_run,
     read_jsonl,
     reasons,
     write_runs,
 )
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Layout:
-    return Layout.at(tmp_path / "root")
-
-
-def conserved(result: ExportResult) -> ExportResult:
-    ok, equation = result.balance()
-    assert ok, equation
-    return result
 
 
 def one_of_each(layout: Layout) -> None:

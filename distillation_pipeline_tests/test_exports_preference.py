@@ -1,14 +1,13 @@
 """Preference pairs: same task, accepted over rejected first, partial as fallback, capped."""
 
-from pathlib import Path
 
 import pytest
 
 from distillation_pipeline.exports import export_preference
-from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import PreferenceSample
 from distillation_pipeline_tests.export_fixtures import (
+    conserved,
     later,
     make_run,
     read_jsonl,
@@ -16,17 +15,6 @@ from distillation_pipeline_tests.export_fixtures import (
     write_manifest,
     write_runs,
 )
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Layout:
-    return Layout.at(tmp_path / "root")
-
-
-def conserved(result: ExportResult) -> ExportResult:
-    ok, equation = result.balance()
-    assert ok, equation
-    return result
 
 
 def pairs(layout: Layout) -> list[dict]:

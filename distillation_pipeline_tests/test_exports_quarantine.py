@@ -1,15 +1,14 @@
 """Every quarantine reason of the taxonomy, each produced by the case that should produce it."""
 
-from pathlib import Path
 
 import orjson
 import pytest
 
 from distillation_pipeline.exports import export_preference, export_rag, export_sft
-from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import QUARANTINE_REASONS, QuarantineRecord
 from distillation_pipeline_tests.export_fixtures import (
+    conserved,
     append_lines,
     make_run,
     read_jsonl,
@@ -19,17 +18,6 @@ from distillation_pipeline_tests.export_fixtures import (
 )
 
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPL1"  # split so this file itself holds no key-shaped literal
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Layout:
-    return Layout.at(tmp_path / "root")
-
-
-def conserved(result: ExportResult) -> ExportResult:
-    ok, equation = result.balance()
-    assert ok, equation
-    return result
 
 
 def quarantined(layout: Layout, dataset: str) -> list[dict]:
