@@ -70,6 +70,16 @@ class Layout:
         return self.root / "data" / "_state"
 
     @property
+    def score_state_dir(self) -> Path:
+        """What the score stage keeps between runs to re-score only what changed."""
+        return self.state_dir / "score"
+
+    @property
+    def export_state_dir(self) -> Path:
+        """What the export stage keeps between runs to rebuild only changed partitions."""
+        return self.state_dir / "exports"
+
+    @property
     def scored_dir(self) -> Path:
         return self.root / "data" / "scored-runs"
 
