@@ -133,17 +133,18 @@ def _validate_time(value: str | None) -> None:
 
 
 def _export_config(args: argparse.Namespace) -> dict:
+    """Run config of the ``datasets`` step (the three exports share one step and one config)."""
     config: dict = {}
     if getattr(args, "include_review", False):
-        config["rag_playbooks"] = {"include_review": True}
+        config["include_review"] = True
     if getattr(args, "include_partial", False):
-        config["sft_dataset"] = {"include_partial": True}
+        config["include_partial"] = True
     pairs = getattr(args, "max_pairs_per_task", None)
     if pairs is not None:
         if pairs < 1:
             raise UsageError("--max-pairs-per-task must be at least 1")
-        config["preference_dataset"] = {"max_pairs_per_task": pairs}
-    return config
+        config["max_pairs_per_task"] = pairs
+    return {"datasets": config} if config else {}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -111,3 +111,31 @@ def test_inputs_list_what_was_read(tmp_path: Path) -> None:
         "data/scored-runs/2026/10/02/distilled_facts.jsonl",
         "data/scored-runs/2026/10/02/scrum_reviews.jsonl",
     ]
+
+
+def test_one_shared_pass_writes_what_each_export_writes_alone(tmp_path: Path) -> None:
+    """The datasets share one read of the trees; none may see or write anything different for it."""
+    from distillation_pipeline.exports.onepass import run_exports
+    from distillation_pipeline.exports.preference import preference_export
+    from distillation_pipeline.exports.rag import rag_export
+    from distillation_pipeline.exports.sft import sft_export
+
+    alone = substrate(tmp_path / "alone")
+    broken = alone.evidence_dir.rglob("*.jsonl").__next__()
+    with open(broken, "ab") as handle:  # a position every dataset that reads the file must refuse
+        handle.write(b'{"not": "evidence"}\n')
+    results_alone = {export.__name__: export(alone) for export in EXPORTS}
+    together = Layout.at(tmp_path / "together")
+    shutil.copytree(alone.root / "data", together.root / "data")
+    shared = run_exports(
+        together, [rag_export(together), sft_export(together), preference_export(together)], dry_run=False
+    )
+    assert tree_bytes(together.exports_dir) == tree_bytes(alone.exports_dir)
+    for name, result in shared.items():
+        by_itself = results_alone[f"export_{name}"]
+        assert (result.records_in, result.written, result.quarantined) == (
+            by_itself.records_in, by_itself.written, by_itself.quarantined,
+        )  # fmt: skip
+        assert result.ineligible == by_itself.ineligible and result.per_reason == by_itself.per_reason
+        assert result.balance()[0]
+    assert shared["rag"].per_reason.get("missing_provenance") == 1

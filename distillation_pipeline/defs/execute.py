@@ -17,13 +17,11 @@ from distillation_pipeline.schemas import StageReceipt
 
 LOCAL_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "scripts" / "dagster.local.yaml"
 
-# asset key -> stage name in receipts
-ASSET_STAGES = {
-    "evidence": "collect",
-    "scored_runs": "score",
-    "rag_playbooks": "export-rag",
-    "sft_dataset": "export-sft",
-    "preference_dataset": "export-preference",
+# step key -> stage names in receipts (the three datasets are exported in one step)
+STEP_STAGES = {
+    "evidence": ("collect",),
+    "scored_runs": ("score",),
+    "datasets": ("export-rag", "export-sft", "export-preference"),
 }
 
 
@@ -120,8 +118,8 @@ def run_pipeline(
             else:
                 message = _root_cause(failure.error)
                 outcome.failures.append(f"{event.step_key}: {message}")
-                if event.step_key in ASSET_STAGES:
-                    outcome.step_failures[ASSET_STAGES[event.step_key]] = message
+                for stage in STEP_STAGES.get(event.step_key or "", ()):
+                    outcome.step_failures[stage] = message
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -146,7 +144,9 @@ def _root_cause(error: Any) -> str:
 
 
 def _take_receipt(outcome: PipelineOutcome, metadata: dict[str, Any]) -> None:
-    raw = metadata.get("receipt")
-    if isinstance(raw, dict):
-        receipt = StageReceipt.model_validate(raw)
-        outcome.receipts[receipt.stage] = receipt
+    """The receipt(s) a materialization or a failure carries (a failed export step: several)."""
+    raw = metadata.get("receipts")
+    for item in [metadata.get("receipt"), *(raw if isinstance(raw, list) else [])]:
+        if isinstance(item, dict):
+            receipt = StageReceipt.model_validate(item)
+            outcome.receipts[receipt.stage] = receipt

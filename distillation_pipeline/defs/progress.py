@@ -14,9 +14,7 @@ from rich.console import Console
 _LABELS = {
     "evidence": "collect",
     "scored_runs": "score",
-    "rag_playbooks": "export rag",
-    "sft_dataset": "export sft",
-    "preference_dataset": "export preference",
+    "datasets": "export rag, sft, preference (one pass)",
     "run_summary": "receipts, summary, drift",
     "replay_task": "replay",
 }

@@ -14,6 +14,7 @@ a trailing part of one on a component boundary: ``src/main.rs`` names
 path suffix, i.e. about (paths x mean depth) strings; 100k paths of depth 5 are ~60 MB.
 """
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,6 +74,13 @@ def cited_paths(text: str | None) -> list[str]:
     """Sorted, distinct repo-relative file paths cited in ``text``."""
     if not text or "/" not in text:
         return []
+    return list(_cited_paths(text))
+
+
+# Remembered for a few recent texts: the datasets of one export pass scan the same response
+# object one after another (see ``exports/onepass.py``).
+@functools.lru_cache(maxsize=64)
+def _cited_paths(text: str) -> tuple[str, ...]:
     if "://" in text:
         text = _URL.sub(" ", text)
     if "--- a/" in text or "+++ b/" in text or "diff --git" in text:
@@ -85,7 +93,7 @@ def cited_paths(text: str | None) -> list[str]:
             continue
         if _is_file_name(components[-1]):
             found.add(path)
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import IO
 
 from pydantic import ValidationError
 
@@ -31,20 +32,17 @@ from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import (
     Broken,
     Candidate,
-    Ineligible,
     SourceFiles,
     describe,
-    input_files,
-    iter_candidates,
-    list_source_files,
     position,
     read_line,
 )
 from distillation_pipeline.exports.ids import preference_id
 from distillation_pipeline.exports.paths import RepoManifest
-from distillation_pipeline.exports.quarantine import QuarantineWriter, open_outputs
+from distillation_pipeline.exports.onepass import run_exports
+from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.streaming import load_manifest, prompt_response_refusal
+from distillation_pipeline.exports.streaming import prompt_response_refusal
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import (
@@ -83,28 +81,22 @@ class RunRef:
         return position(self.source.relative, self.index)
 
 
-def export_preference(
+def preference_export(
     layout: Layout, *, max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK, dry_run: bool = False
-) -> ExportResult:
+) -> "PreferenceExport":
+    """The preference dataset as one participant of the shared export pass."""
     if max_pairs_per_task < 1:
         raise ValueError("max_pairs_per_task must be at least 1")
     result = ExportResult("preference", dry_run=dry_run, options={"max_pairs_per_task": max_pairs_per_task})
-    sources = list_source_files(layout)
-    result.inputs = input_files(sources)
-    manifest = load_manifest(layout, result)
-    outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
+    return PreferenceExport(result, layout, max_pairs_per_task)
 
-    with open_outputs(outputs, dry_run) as (rows_sink, openai_sink, quarantine_sink):
-        quarantine = QuarantineWriter("preference", quarantine_sink, result)
-        tasks = _collect_runs(sources, manifest, result, quarantine)
-        seen_ids: set[str] = set()
-        for task_id in sorted(tasks):
-            for sample in _pairs_for_task(task_id, tasks[task_id], max_pairs_per_task, seen_ids, result, quarantine):
-                rows_sink.write(dumps_line(sample.model_dump(mode="json")))
-                openai_sink.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
-                result.count_written(sample.pair_kind)
-    result.outputs = [] if dry_run else outputs
-    return result
+
+def export_preference(
+    layout: Layout, *, max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK, dry_run: bool = False
+) -> ExportResult:
+    """Export the preference dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    participant = preference_export(layout, max_pairs_per_task=max_pairs_per_task, dry_run=dry_run)
+    return run_exports(layout, [participant], dry_run=dry_run)["preference"]
 
 
 def openai_preference_row(prompt: str, chosen: str, rejected: str) -> dict:
@@ -125,34 +117,47 @@ def _unpaired(result: ExportResult, why: str) -> None:
     result.unpaired[why] = result.unpaired.get(why, 0) + 1
 
 
-def _collect_runs(
-    sources: list[SourceFiles], manifest: RepoManifest | None, result: ExportResult, quarantine: QuarantineWriter
-) -> dict[str, list[RunRef]]:
-    tasks: dict[str, list[RunRef]] = {}
-    for item in iter_candidates(sources, firewall.preference_eligible):
-        if isinstance(item, Ineligible):
-            result.records_in += item.count
-            result.count_ineligible(item.stream, item.count)
-            continue
+class PreferenceExport:
+    """Pass 1 as candidates are offered (one ``RunRef`` per usable run), pass 2 in ``finish``."""
+
+    eligible = staticmethod(firewall.preference_eligible)
+
+    def __init__(self, result: ExportResult, layout: Layout, max_pairs_per_task: int) -> None:
+        self.result = result
+        self.max_pairs_per_task = max_pairs_per_task
+        self.outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
+        self.manifest: RepoManifest | None = None
+        self._tasks: dict[str, list[RunRef]] = {}
+
+    def open(self, sinks: list[IO[bytes]]) -> None:
+        self._rows, self._openai = sinks[0], sinks[1]
+        self._quarantine = QuarantineWriter("preference", sinks[2], self.result)
+
+    def ineligible(self, stream: str, count: int) -> None:
+        self.result.records_in += count
+        self.result.count_ineligible(stream, count)
+
+    def offer(self, item: Candidate | Broken) -> None:
+        result = self.result
         result.records_in += 1
         if isinstance(item, Broken):
             result.runs_quarantined += 1
-            quarantine.refuse_broken(item)
-            continue
+            self._quarantine.refuse_broken(item)
+            return
         side = firewall.preference_side(item.category)
         if side is None:
             _unpaired(result, f"category_{item.category}")
-            continue
+            return
         if item.evidence.task_id is None:
             _unpaired(result, "no_task_id")
-            continue
-        refusal = _run_refusal(item, side, manifest)
+            return
+        refusal = _run_refusal(item, side, self.manifest)
         if refusal is not None:
             result.runs_quarantined += 1
-            quarantine.refuse_candidate(item, *refusal)
-            continue
+            self._quarantine.refuse_candidate(item, *refusal)
+            return
         prompt, response = item.evidence.prompt or "", item.evidence.response or ""
-        tasks.setdefault(item.evidence.task_id, []).append(
+        self._tasks.setdefault(item.evidence.task_id, []).append(
             RunRef(
                 evidence_id=item.evidence.id,
                 # Interned: a million runs share a handful of these strings.
@@ -167,7 +172,18 @@ def _collect_runs(
                 scorer_version=sys.intern(item.scored.scorer_version),
             )
         )
-    return tasks
+
+    def finish(self) -> None:
+        """Pass 2: pairs per task, in sorted task-id order."""
+        tasks, seen_ids = self._tasks, set[str]()
+        for task_id in sorted(tasks):
+            pairs = _pairs_for_task(
+                task_id, tasks.pop(task_id), self.max_pairs_per_task, seen_ids, self.result, self._quarantine
+            )
+            for sample in pairs:
+                self._rows.write(dumps_line(sample.model_dump(mode="json")))
+                self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
+                self.result.count_written(sample.pair_kind)
 
 
 def _run_refusal(candidate: Candidate, side: str, manifest: RepoManifest | None) -> tuple[QuarantineReason, str] | None:

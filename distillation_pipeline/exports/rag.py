@@ -11,12 +11,13 @@ from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import Candidate, describe
 from distillation_pipeline.exports.ids import rag_id
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
+from distillation_pipeline.exports.onepass import run_exports
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.secrets import find_secret_in
 from distillation_pipeline.exports.streaming import (
     Refusal,
     Row,
-    export_stream,
+    RowExport,
     hallucination_refusal,
 )
 from distillation_pipeline.lib.layout import Layout
@@ -25,16 +26,22 @@ from distillation_pipeline.schemas import RagSample
 _TITLE_CHARS = 160
 
 
-def export_rag(layout: Layout, *, include_review: bool = False, dry_run: bool = False) -> ExportResult:
+def rag_export(layout: Layout, *, include_review: bool = False, dry_run: bool = False) -> RowExport:
+    """The RAG dataset as one participant of the shared export pass."""
     result = ExportResult("rag", dry_run=dry_run, options={"include_review": include_review})
-    return export_stream(
-        layout,
+    return RowExport(
         result,
         eligible=firewall.rag_eligible,
         build=lambda candidate, manifest: build_rag_row(candidate, manifest, include_review=include_review),
         dataset_file=layout.rag_file,
         variant_file=None,
+        quarantine_file=layout.quarantine_file("rag"),
     )
+
+
+def export_rag(layout: Layout, *, include_review: bool = False, dry_run: bool = False) -> ExportResult:
+    """Export the RAG dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    return run_exports(layout, [rag_export(layout, include_review=include_review, dry_run=dry_run)], dry_run=dry_run)["rag"]
 
 
 def _has_text(text: str | None) -> bool:

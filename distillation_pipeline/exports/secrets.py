@@ -16,6 +16,7 @@ A detection names the kind of credential and the field, never its value, so quar
 and verification messages cannot leak what they refused.
 """
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -158,6 +159,9 @@ _GATES: tuple[tuple[bool, str, int], ...] = tuple(
 )
 
 
+# A few recent texts are remembered: the datasets of one export pass scan the same prompt and
+# response objects one after another (a str caches its own hash, so a hit costs no rescan).
+@functools.lru_cache(maxsize=64)
 def find_secret(text: str | None) -> str | None:
     """The kind of the first credential found in ``text``, or None."""
     if not text:

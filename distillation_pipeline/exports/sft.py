@@ -11,27 +11,34 @@ from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import Candidate, describe
 from distillation_pipeline.exports.ids import sft_id
 from distillation_pipeline.exports.paths import RepoManifest
+from distillation_pipeline.exports.onepass import run_exports
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.streaming import (
     Refusal,
     Row,
-    export_stream,
+    RowExport,
     prompt_response_refusal,
 )
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import SftSample
 
 
-def export_sft(layout: Layout, *, include_partial: bool = False, dry_run: bool = False) -> ExportResult:
+def sft_export(layout: Layout, *, include_partial: bool = False, dry_run: bool = False) -> RowExport:
+    """The SFT dataset as one participant of the shared export pass."""
     result = ExportResult("sft", dry_run=dry_run, options={"include_partial": include_partial})
-    return export_stream(
-        layout,
+    return RowExport(
         result,
         eligible=firewall.sft_eligible,
         build=lambda candidate, manifest: build_sft_row(candidate, manifest, include_partial=include_partial),
         dataset_file=layout.sft_file,
         variant_file=layout.sft_openai_file,
+        quarantine_file=layout.quarantine_file("sft"),
     )
+
+
+def export_sft(layout: Layout, *, include_partial: bool = False, dry_run: bool = False) -> ExportResult:
+    """Export the SFT dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    return run_exports(layout, [sft_export(layout, include_partial=include_partial, dry_run=dry_run)], dry_run=dry_run)["sft"]
 
 
 def build_sft_row(candidate: Candidate, manifest: RepoManifest | None, *, include_partial: bool) -> Row | Refusal:

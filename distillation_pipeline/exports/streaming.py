@@ -1,27 +1,21 @@
-"""The single pass RAG and SFT share: candidates in, rows or refusals out, counts conserved.
+"""What RAG and SFT share: candidates in, rows or refusals out, counts conserved.
 
 A dataset module supplies which streams are eligible and how one candidate becomes a row (or
-a refusal); this loop does the rest the same way for both: ineligible and broken positions,
-duplicate content, the writes, and the counts. Memory is one dict entry per written row
-(content id -> evidence id, ~200 bytes), for duplicate detection and its message.
+a refusal); ``RowExport`` does the rest the same way for both: ineligible and broken
+positions, duplicate content, the writes, and the counts. Memory is one dict entry per written
+row (content id -> evidence id, ~200 bytes), for duplicate detection and its message.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pydantic import BaseModel
 
-from distillation_pipeline.exports.candidates import (
-    Broken,
-    Candidate,
-    Ineligible,
-    input_files,
-    iter_candidates,
-    list_source_files,
-)
+from distillation_pipeline.exports.candidates import Broken, Candidate
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
-from distillation_pipeline.exports.quarantine import QuarantineWriter, open_outputs
+from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.secrets import find_secret_in
 from distillation_pipeline.lib.jsonl import dumps_line
@@ -80,47 +74,61 @@ def hallucination_refusal(manifest: RepoManifest | None, cited: list[str]) -> Re
     return "hallucinated_file_path", f"cites path(s) not in the repository: {shown}"
 
 
-def export_stream(
-    layout: Layout,
-    result: ExportResult,
-    *,
-    eligible: Callable[[str], bool],
-    build: Builder,
-    dataset_file: Path,
-    variant_file: Path | None,
-) -> ExportResult:
-    dataset = result.dataset
-    sources = list_source_files(layout)
-    result.inputs = input_files(sources)
-    manifest = load_manifest(layout, result)
-    outputs = [dataset_file, *([variant_file] if variant_file else []), layout.quarantine_file(dataset)]
-    first_seen: dict[str, str] = {}  # row id -> evidence id of its first occurrence
+class RowExport:
+    """One row-per-candidate dataset (RAG or SFT) inside the shared export pass.
 
-    with open_outputs(outputs, result.dry_run) as sinks:
-        rows_sink, variant_sink, quarantine_sink = sinks[0], (sinks[1] if variant_file else None), sinks[-1]
-        quarantine = QuarantineWriter(dataset, quarantine_sink, result)
-        for item in iter_candidates(sources, eligible):
-            if isinstance(item, Ineligible):
-                result.records_in += item.count
-                result.count_ineligible(item.stream, item.count)
-                continue
-            result.records_in += 1
-            if isinstance(item, Broken):
-                quarantine.refuse_broken(item)
-                continue
-            built = build(item, manifest)
-            if isinstance(built, Row):
-                row_id = built.sample.id  # type: ignore[attr-defined]
-                first = first_seen.get(row_id)
-                if first is None:
-                    first_seen[row_id] = item.evidence.id
-                    rows_sink.write(dumps_line(built.sample.model_dump(mode="json")))
-                    if variant_sink is not None and built.variant is not None:
-                        variant_sink.write(dumps_line(built.variant))
-                    result.count_written(built.category)
-                    continue
-                built = ("duplicate_id", f"same content as {row_id} (first exported from evidence {first})")
-            reason, detail = built
-            quarantine.refuse_candidate(item, reason, detail)
-    result.outputs = [] if result.dry_run else outputs
-    return result
+    ``exports/onepass.py`` visits every zipped position once and offers it to each selected
+    dataset; this object turns what it is offered into rows or refusals for its dataset, in
+    the order offered, so each dataset's bytes do not depend on which others ran beside it.
+    """
+
+    def __init__(
+        self,
+        result: ExportResult,
+        *,
+        eligible: Callable[[str], bool],
+        build: Builder,
+        dataset_file: Path,
+        variant_file: Path | None,
+        quarantine_file: Path,
+    ) -> None:
+        self.result = result
+        self.eligible = eligible
+        self._build = build
+        self.outputs = [dataset_file, *([variant_file] if variant_file else []), quarantine_file]
+        self._has_variant = variant_file is not None
+        self._first_seen: dict[str, str] = {}  # row id -> evidence id of its first occurrence
+        self.manifest: RepoManifest | None = None
+
+    def open(self, sinks: list[IO[bytes]]) -> None:
+        self._rows = sinks[0]
+        self._variants = sinks[1] if self._has_variant else None
+        self._quarantine = QuarantineWriter(self.result.dataset, sinks[-1], self.result)
+
+    def ineligible(self, stream: str, count: int) -> None:
+        self.result.records_in += count
+        self.result.count_ineligible(stream, count)
+
+    def offer(self, item: Candidate | Broken) -> None:
+        result = self.result
+        result.records_in += 1
+        if isinstance(item, Broken):
+            self._quarantine.refuse_broken(item)
+            return
+        built = self._build(item, self.manifest)
+        if isinstance(built, Row):
+            row_id = built.sample.id  # type: ignore[attr-defined]
+            first = self._first_seen.get(row_id)
+            if first is None:
+                self._first_seen[row_id] = item.evidence.id
+                self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
+                if self._variants is not None and built.variant is not None:
+                    self._variants.write(dumps_line(built.variant))
+                result.count_written(built.category)
+                return
+            built = ("duplicate_id", f"same content as {row_id} (first exported from evidence {first})")
+        reason, detail = built
+        self._quarantine.refuse_candidate(item, reason, detail)
+
+    def finish(self) -> None:
+        """Nothing is held back: every row was written as it was offered."""

@@ -1,20 +1,26 @@
 """The pipeline's assets: one per stage, each a thin wrapper around a domain function."""
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import dagster as dg
 
-from distillation_pipeline.defs.pipeline.stage import OWNERS, finish_stage, pinned_time, stage_lock
+from distillation_pipeline.defs.pipeline.stage import (
+    OWNERS,
+    StageOutcome,
+    finish_stage,
+    pinned_time,
+    record_stage,
+    stage_lock,
+)
 from distillation_pipeline.defs.resources import DistillPaths, RunOptions
 from distillation_pipeline.evidence.collect import collect
 from distillation_pipeline.evidence.health import write_health_report
-from distillation_pipeline.exports import (
-    DEFAULT_MAX_PAIRS_PER_TASK,
-    ExportResult,
-    export_preference,
-    export_rag,
-    export_sft,
-)
+from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK, ExportResult
+from distillation_pipeline.exports.onepass import run_exports
+from distillation_pipeline.exports.preference import preference_export
+from distillation_pipeline.exports.rag import rag_export
+from distillation_pipeline.exports.sft import sft_export
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
 from distillation_pipeline.schemas import RecordCounts, Validation
@@ -206,16 +212,10 @@ def _markdown_table(per_stream: dict[str, dict[str, int]]) -> str:
 # --- datasets behind the firewall ---------------------------------------------------------------
 
 
-class RagConfig(dg.Config):
-    include_review: bool = False  # admit needs_human_review rows (never rejected)
-
-
-class SftConfig(dg.Config):
-    include_partial: bool = False  # admit partially_accepted rows (never rejected or needs_human_review)
-
-
-class PreferenceConfig(dg.Config):
-    max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK
+class ExportConfig(dg.Config):
+    include_review: bool = False  # RAG: admit needs_human_review rows (never rejected)
+    include_partial: bool = False  # SFT: admit partially_accepted rows (never rejected or needs_human_review)
+    max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK  # preference
 
 
 def _export_stage(
@@ -225,7 +225,8 @@ def _export_stage(
     result: ExportResult,
     options: RunOptions,
     started_at: datetime,
-) -> dg.MaterializeResult:
+    finished_at: datetime,
+) -> StageOutcome:
     balanced, equation = result.balance()
     per_stream: dict[str, dict[str, int]] = {"ineligible": dict(result.ineligible)}
     if result.unpaired:
@@ -239,11 +240,12 @@ def _export_stage(
         ),
         "checks_not_run": dg.MetadataValue.text(", ".join(result.checks_not_run) or "none"),
     }
-    return finish_stage(
+    return record_stage(
         context,
         layout,
         stage=stage,
         started_at=started_at,
+        finished_at=finished_at,
         inputs=result.inputs,
         outputs=result.outputs,
         counts=RecordCounts(
@@ -269,68 +271,89 @@ _EXPORT_DESCRIPTION = (
     "provenance). Rows carry id, created_at and provenance back to evidence and the source row."
 )
 
+# asset key -> (dataset, stage name in receipts)
+DATASET_KEYS = {"rag_playbooks": ("rag", "export-rag"), "sft_dataset": ("sft", "export-sft"),
+                "preference_dataset": ("preference", "export-preference")}  # fmt: skip
 
-@dg.asset(
+
+@dg.multi_asset(
+    name="datasets",
     group_name=GROUP,
-    owners=OWNERS,
-    kinds={"python", "jsonl"},
-    tags={"stage": "export-rag", "dataset": "rag"},
-    deps=[scored_runs],
-    description="RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
-    "(needs_human_review only with include_review; rejected never)." + _EXPORT_DESCRIPTION.format(dataset="rag"),
+    can_subset=True,
+    specs=[
+        dg.AssetSpec(
+            "rag_playbooks",
+            deps=[scored_runs],
+            owners=OWNERS,
+            kinds={"python", "jsonl"},
+            tags={"stage": "export-rag", "dataset": "rag"},
+            skippable=True,
+            description="RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
+            "(needs_human_review only with include_review; rejected never)." + _EXPORT_DESCRIPTION.format(dataset="rag"),
+        ),
+        dg.AssetSpec(
+            "sft_dataset",
+            deps=[scored_runs],
+            owners=OWNERS,
+            kinds={"python", "jsonl"},
+            tags={"stage": "export-sft", "dataset": "sft"},
+            skippable=True,
+            description="SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
+            "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; "
+            "rejected and needs_human_review never, whatever the options)." + _EXPORT_DESCRIPTION.format(dataset="sft"),
+        ),
+        dg.AssetSpec(
+            "preference_dataset",
+            deps=[scored_runs],
+            owners=OWNERS,
+            kinds={"python", "jsonl"},
+            tags={"stage": "export-preference", "dataset": "preference"},
+            skippable=True,
+            description="Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's "
+            "DPO trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected "
+            "first, accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never "
+            "the same run or the same text on both sides." + _EXPORT_DESCRIPTION.format(dataset="preference"),
+        ),
+    ],
 )
-def rag_playbooks(
-    context: dg.AssetExecutionContext, config: RagConfig, paths: DistillPaths, options: RunOptions
-) -> dg.MaterializeResult:
-    started_at = now_utc()
+def datasets(
+    context: dg.AssetExecutionContext, config: ExportConfig, paths: DistillPaths, options: RunOptions
+) -> Iterator[dg.MaterializeResult]:
+    """The selected datasets in one read of the evidence and scored trees (``exports/onepass.py``).
+
+    Each dataset keeps its own receipt, counts and checks; a dataset whose counts do not balance
+    fails the step after every receipt is written (the others are still reported).
+    """
     layout = paths.layout()
-    with stage_lock(layout):
-        result = export_rag(layout, include_review=config.include_review, dry_run=options.dry_run)
-    return _export_stage(context, layout, "export-rag", result, options, started_at)
-
-
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"python", "jsonl"},
-    tags={"stage": "export-sft", "dataset": "sft"},
-    deps=[scored_runs],
-    description="SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
-    "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; rejected "
-    "and needs_human_review never, whatever the options)." + _EXPORT_DESCRIPTION.format(dataset="sft"),
-)
-def sft_dataset(
-    context: dg.AssetExecutionContext, config: SftConfig, paths: DistillPaths, options: RunOptions
-) -> dg.MaterializeResult:
+    selected = [key.to_user_string() for key in context.selected_asset_keys]
+    wanted = {DATASET_KEYS[name][0] for name in selected}
     started_at = now_utc()
-    layout = paths.layout()
     with stage_lock(layout):
-        result = export_sft(layout, include_partial=config.include_partial, dry_run=options.dry_run)
-    return _export_stage(context, layout, "export-sft", result, options, started_at)
+        participants = [
+            *([rag_export(layout, include_review=config.include_review, dry_run=options.dry_run)] if "rag" in wanted else []),
+            *([sft_export(layout, include_partial=config.include_partial, dry_run=options.dry_run)] if "sft" in wanted else []),
+            *([preference_export(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)]
+              if "preference" in wanted else []),
+        ]  # fmt: skip
+        results = run_exports(layout, participants, dry_run=options.dry_run)
+    finished_at = now_utc()
+    outcomes = {
+        name: _export_stage(context, layout, DATASET_KEYS[name][1], results[DATASET_KEYS[name][0]], options,
+                            started_at, finished_at)
+        for name in sorted(selected, key=list(DATASET_KEYS).index)
+    }  # fmt: skip
+    failed = {name: outcome for name, outcome in outcomes.items() if outcome.failure is not None}
+    for name, outcome in outcomes.items():
+        if name not in failed:
+            yield dg.MaterializeResult(asset_key=name, metadata=outcome.metadata)
+    if failed:
+        raise dg.Failure(
+            description="; ".join(outcome.failure for outcome in failed.values()),  # type: ignore[misc]
+            metadata={"receipts": dg.MetadataValue.json([outcome.receipt_json for outcome in failed.values()])},
+        )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"python", "jsonl"},
-    tags={"stage": "export-preference", "dataset": "preference"},
-    deps=[scored_runs],
-    description="Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's DPO "
-    "trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected first, "
-    "accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never the same run "
-    "or the same text on both sides." + _EXPORT_DESCRIPTION.format(dataset="preference"),
-)
-def preference_dataset(
-    context: dg.AssetExecutionContext, config: PreferenceConfig, paths: DistillPaths, options: RunOptions
-) -> dg.MaterializeResult:
-    started_at = now_utc()
-    layout = paths.layout()
-    with stage_lock(layout):
-        result = export_preference(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)
-    return _export_stage(context, layout, "export-preference", result, options, started_at)
-
-
-DATASET_ASSETS = [rag_playbooks, sft_dataset, preference_dataset]
+DATASET_ASSETS = [datasets]
 
 
 @dg.asset(
@@ -338,7 +361,7 @@ DATASET_ASSETS = [rag_playbooks, sft_dataset, preference_dataset]
     owners=OWNERS,
     kinds={"python", "json"},
     tags={"stage": "receipts"},
-    deps=[evidence, scored_runs, *DATASET_ASSETS],
+    deps=[evidence, scored_runs, *DATASET_KEYS],
     description=(
         "Receipts roll-up: reports/distillation/<run_id>/summary.json, summary.md and drift.json. Compares this "
         "run with the previous one (counts or categories moving more than DISTILL_DRIFT_THRESHOLD %, default 20, "

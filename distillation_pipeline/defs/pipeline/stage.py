@@ -1,6 +1,7 @@
 """Shared shape of a pipeline asset: time it, write its receipt, report it as metadata."""
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,55 @@ def pinned_time(recorded_at: str | None) -> datetime | None:
     return parse_timestamp(recorded_at) if recorded_at else None
 
 
+@dataclass(frozen=True)
+class StageOutcome:
+    """A stage's receipt, written, and what to report: metadata, or why it failed hard."""
+
+    metadata: dict[str, Any]
+    failure: str | None  # the step must fail: a hard validation failure
+    receipt_json: dict[str, Any]
+
+
+def record_stage(
+    context: dg.AssetExecutionContext,
+    layout: Layout,
+    *,
+    stage: str,
+    started_at: datetime,
+    inputs: Iterable[Path],
+    outputs: Iterable[Path],
+    counts: RecordCounts,
+    validation: Validation,
+    options: Mapping[str, Any],
+    dry_run: bool,
+    metadata: Mapping[str, Any],
+    finished_at: datetime | None = None,
+) -> StageOutcome:
+    """Write the stage receipt (unless dry-run) and say whether the step must fail.
+
+    Receipts are written before failing so a failed run still says what it read and wrote.
+    """
+    receipt = build_receipt(
+        layout,
+        run_id=context.run_id,
+        stage=stage,
+        started_at=started_at,
+        finished_at=finished_at or now_utc(),
+        inputs=inputs,
+        outputs=outputs,
+        counts=counts,
+        validation=validation,
+        options=dict(options),
+    )
+    if not dry_run:
+        path = write_receipt(layout, receipt)
+        context.log.info(f"{stage}: receipt at {layout.relative(path)}")
+    failure = None
+    if validation.hard_failure:
+        failure = f"{stage} failed validation hard: " + "; ".join(validation.errors[:5])
+    return StageOutcome({**stage_metadata(receipt), **metadata}, failure, receipt.model_dump(mode="json"))
+
+
 def finish_stage(
     context: dg.AssetExecutionContext,
     layout: Layout,
@@ -42,32 +92,19 @@ def finish_stage(
     dry_run: bool,
     metadata: Mapping[str, Any],
 ) -> dg.MaterializeResult:
-    """Write the stage receipt (unless dry-run) and fail the step on a hard validation failure.
+    """``record_stage`` for a single-asset stage: fail the step on a hard validation failure.
 
-    Receipts are written before failing so a failed run still says what it read and wrote.
     Failing the step is what stops Dagster from running anything downstream on bad inputs.
     """
-    receipt = build_receipt(
-        layout,
-        run_id=context.run_id,
-        stage=stage,
-        started_at=started_at,
-        finished_at=now_utc(),
-        inputs=inputs,
-        outputs=outputs,
-        counts=counts,
-        validation=validation,
-        options=dict(options),
-    )
-    if not dry_run:
-        path = write_receipt(layout, receipt)
-        context.log.info(f"{stage}: receipt at {layout.relative(path)}")
-    if validation.hard_failure:
+    outcome = record_stage(
+        context, layout, stage=stage, started_at=started_at, inputs=inputs, outputs=outputs, counts=counts,
+        validation=validation, options=options, dry_run=dry_run, metadata=metadata,
+    )  # fmt: skip
+    if outcome.failure is not None:
         raise dg.Failure(
-            description=f"{stage} failed validation hard: " + "; ".join(validation.errors[:5]),
-            metadata={"receipt": dg.MetadataValue.json(receipt.model_dump(mode="json"))},
+            description=outcome.failure, metadata={"receipt": dg.MetadataValue.json(outcome.receipt_json)}
         )
-    return dg.MaterializeResult(metadata={**stage_metadata(receipt), **metadata})
+    return dg.MaterializeResult(metadata=outcome.metadata)
 
 
 def stage_metadata(receipt: StageReceipt) -> dict[str, Any]:
