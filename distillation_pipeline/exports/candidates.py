@@ -4,18 +4,16 @@
 two keeps an export single-pass and streaming: no index of a million runs is built. Every
 zipped position becomes exactly one of:
 
-- ``Ineligible``: the file's stream can never form a row for this dataset (counted per file,
-  without parsing a line);
 - ``Broken``: the position cannot be trusted (no provenance, no scored run, a scored run for
   another record, a line that is not a valid record); the exporter quarantines it;
 - ``Candidate``: a valid evidence record with its own scored run, ready for the dataset rules.
 
-Files are visited in sorted relative-path order and lines in file order, so every exporter
-sees the same sequence on every run.
+Files are visited in sorted relative-path order and lines in file order (``exports/onepass.py``),
+so every exporter sees the same sequence on every run; a file whose stream a dataset can never
+use is counted for it as ineligible without parsing a line.
 """
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,12 +97,6 @@ class Broken:
     created_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Ineligible:
-    stream: str
-    count: int
-
-
 def list_source_files(layout: Layout) -> list[SourceFiles]:
     relatives: set[str] = set()
     for base in (layout.evidence_dir, layout.scored_dir):
@@ -138,21 +130,6 @@ def read_line(path: Path, offset: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.readline().strip()
-
-
-def iter_candidates(
-    sources: list[SourceFiles], eligible: Callable[[str], bool]
-) -> Iterator[Candidate | Broken | Ineligible]:
-    """Every zipped position of ``sources`` (from ``list_source_files``), in order."""
-    for source in sources:
-        if not eligible(source.stream):
-            count = sum(1 for _ in itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored)))
-            if count:
-                yield Ineligible(source.stream, count)
-            continue
-        pairs = itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored))
-        for index, (evidence_line, scored_line) in enumerate(pairs):
-            yield read_position(source, index, evidence_line, scored_line)
 
 
 def read_position(
