@@ -198,3 +198,23 @@ def test_hallucinated_path_refuses_chosen_but_not_rejected_side(layout: Layout) 
 def test_max_pairs_per_task_must_be_positive(layout: Layout) -> None:
     with pytest.raises(ValueError):
         export_preference(layout, max_pairs_per_task=0)
+
+
+def test_runs_spilled_to_disk_in_small_chunks_pair_exactly_as_in_memory(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs wait for pairing in sorted chunk files; the merge must give the in-memory order."""
+    from distillation_pipeline.exports import run_refs
+
+    runs = []
+    for i in range(40):  # tasks interleaved across partitions, so every chunk holds several tasks
+        task = f"task-{(i * 7) % 9}"
+        category = ("accepted", "rejected", "partially_accepted", "accepted")[i % 4]
+        runs.append(make_run(f"r{i}", task_id=task, category=category, response=f"answer {i}", recorded_at=later(i % 30)))
+    write_runs(layout, runs)
+    export_preference(layout, max_pairs_per_task=3)
+    in_memory = (layout.preference_file.read_bytes(), layout.quarantine_file("preference").read_bytes())
+    monkeypatch.setattr(run_refs, "DEFAULT_CHUNK_RUNS", 3)
+    result = conserved(export_preference(layout, max_pairs_per_task=3))
+    assert (layout.preference_file.read_bytes(), layout.quarantine_file("preference").read_bytes()) == in_memory
+    assert result.written >= 9 and len(pairs(layout)) == result.written
