@@ -5,6 +5,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from distillation_pipeline.evidence.collect import MAX_LINE_BYTES, collect
 from distillation_pipeline.evidence.health import check_health
@@ -401,3 +402,102 @@ def test_a_deleted_skips_file_is_rebuilt_from_the_sources(substrate: Substrate) 
     assert any("re-collecting" in line for line in result.repaired)
     assert substrate.layout.skips_file.read_bytes() == before
     assert tree_bytes(substrate.layout.evidence_dir) == evidence
+
+
+# --- the fast paths give what the slow ones would ----------------------------------------------
+
+
+def test_line_tuples_match_iter_raw_lines_at_every_chunk_size(tmp_path) -> None:
+    import random
+
+    from distillation_pipeline.lib.jsonl import iter_raw_line_tuples, iter_raw_lines
+
+    rnd = random.Random(7)
+    pieces = [b"a", b"\n", b"\r", b"\xef\xbb\xbf", b"{", b" ", b"\r\n", b"\n\n"]
+    path = tmp_path / "lines.jsonl"
+    for _ in range(300):
+        data = b"".join(rnd.choice(pieces) * rnd.choice([1, 2, 5]) for _ in range(rnd.randint(0, 40)))
+        path.write_bytes(data)
+        for start in {0, min(len(data), rnd.randint(0, 5))}:
+            for limit in (None, 0, 1, 3, 8):
+                want = [(line.offset, line.data, line.terminated, line.end) for line in iter_raw_lines(path, start, limit)]
+                for chunk_size in (1, 2, 3, 5, 64):
+                    assert list(iter_raw_line_tuples(path, start, limit, chunk_size=chunk_size)) == want
+
+
+def test_the_fast_validity_check_is_on_for_this_schema() -> None:
+    from distillation_pipeline.evidence.records import FAST_CHECK_ENABLED, SCHEMA_FINGERPRINT, schema_fingerprint
+
+    # If this fails, schemas.py changed EvidenceRecord, ScoringMarkers or Provenance: every record
+    # is now validated by pydantic (correct, slower). Re-read proven_valid in evidence/records.py
+    # against the new models, adjust it, then update SCHEMA_FINGERPRINT.
+    assert schema_fingerprint() == SCHEMA_FINGERPRINT
+    assert FAST_CHECK_ENABLED
+
+
+def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
+    from distillation_pipeline.evidence.records import EvidenceBuilder, proven_valid
+
+    builder = EvidenceBuilder("scrum_reviews", "data/_kb/scrum_reviews.jsonl", PIN)
+    good = builder.build(scrum_row("r1"), "ab" * 32, 0)
+    trusted = ("scrum_reviews", "verdict", "data/_kb/scrum_reviews.jsonl", PINNED)
+    assert proven_valid(good, trusted)
+    EvidenceRecord.model_validate(good)
+
+    def variant(**changes: object) -> dict:
+        record = {**good, "markers": dict(good["markers"]), "provenance": dict(good["provenance"])}
+        for key, value in changes.items():
+            section, _, field = key.partition("__")
+            (record[section] if field else record)[field or section] = value
+        return record
+
+    refused = [
+        variant(id=""),
+        variant(stream="nope"),
+        variant(source_class="verdict "),
+        variant(task_id=5),
+        variant(prompt=["x"]),
+        variant(event_at="2026-13-01T00:00:00Z"),
+        variant(event_at="yesterday"),
+        variant(raw=[1]),
+        variant(markers__accepted_on_attempt=[2]),
+        variant(markers__never_accepted="maybe"),
+        variant(markers__failure_markers=["a", 1]),
+        variant(markers__events_ok=[True, "x"]),
+        variant(markers__latency_ms="fast"),
+        variant(markers__window_start="soon"),
+        variant(markers__unknown=1),
+        variant(provenance__line_offset=-1),
+        variant(provenance__sig_hash="AB" * 32),
+        variant(provenance__source_file=""),
+        variant(provenance__recorded_at="later"),
+        variant(provenance__extra=1),
+        variant(schema_version=2),
+    ]
+    for record in refused:
+        assert not proven_valid(record, trusted)
+        with pytest.raises(ValidationError):
+            EvidenceRecord.model_validate(record)
+    # Valid, but not in the shape proven_valid vouches for: pydantic decides, and accepts.
+    lax = (variant(markers__accepted_on_attempt="2"), variant(markers__never_accepted="yes"), variant(markers__latency_ms=3))
+    for record in lax:
+        assert not proven_valid(record, trusted)
+        EvidenceRecord.model_validate(record)
+    # And everything it does vouch for, pydantic accepts: the edge values included.
+    for record in (
+        variant(markers__latency_ms=float("inf"), markers__grounded_fraction=float("nan")),
+        variant(markers__gap_signals=2**80, markers__model="\ud800", prompt="\x00"),
+        variant(markers__window_start="2026-01-01T00:00:00.000001Z", event_at="1990-01-01T00:00:00Z"),
+    ):
+        assert proven_valid(record, trusted)
+        EvidenceRecord.model_validate(record)
+
+
+def test_a_builder_with_an_unchecked_constant_validates_with_pydantic(substrate: Substrate) -> None:
+    from distillation_pipeline.evidence.records import EvidenceBuilder
+
+    # An empty source_file breaks Provenance: the builder must not vouch for any of its records.
+    builder = EvidenceBuilder("scrum_reviews", "", PIN)
+    record = builder.build(scrum_row("r1"), "ab" * 32, 0)
+    with pytest.raises(ValidationError):
+        builder.validate(record)

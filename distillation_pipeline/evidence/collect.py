@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,15 +21,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from distillation_pipeline.evidence.records import build_evidence, is_score_ready
+from distillation_pipeline.evidence.records import EvidenceBuilder, is_score_ready
 from distillation_pipeline.evidence.state import CollectState, StateMismatch, StreamState, recover, seen_file
 from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
 from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
-from distillation_pipeline.lib.hashing import canonical_json, file_sha256
-from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_lines
+from distillation_pipeline.lib.hashing import canonical_sha256, file_sha256
+from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_line_tuples
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
-from distillation_pipeline.schemas import EvidenceRecord
 
 MAX_LINE_BYTES = 1 << 20  # a 1 MiB log line is a dump, not a review: skip it, bounded in memory
 # Our canonical hash, pydantic's JSON parser (about 200) and the stdlib encoder (about 1000) all
@@ -247,64 +246,74 @@ def _collect_stream(
         )
 
     consumed = start
+    builder = EvidenceBuilder(stream, source_rel, recorded_iso) if known else None
+    add = writer.stream_adder(stream)
+    seen_add, new_seen_append = seen.add, new_seen.append
+    written = deduplicated = blank_lines = read = score_ready = 0
     # A log that writers append to under a lock (the replay log) is read under the same lock, so
     # a row being written is never taken for a truncated one.
     writer_lock = locked(source) if source.with_name(source.name + ".lock").exists() else contextlib.nullcontext()
     with writer_lock:
-        for line in iter_raw_lines(source, start=start, max_line_bytes=MAX_LINE_BYTES):
-            if not line.terminated and not _parses(line.data):
+        for offset, data, terminated, end in iter_raw_line_tuples(source, start=start, max_line_bytes=MAX_LINE_BYTES):
+            if not terminated and not _parses(data):
                 # An unterminated last line that does not parse is most likely still being
                 # written: leave it unread (reported as a pending tail) and take it whole next
                 # run. A writer that died leaves it pending until the next append completes it
                 # into one malformed line, which is then skipped with a reason.
-                counts.pending_tail_bytes = line.end - line.offset
+                counts.pending_tail_bytes = end - offset
                 break
-            consumed = line.end
-            if not line.data.strip():
-                counts.blank_lines += 1
+            consumed = end
+            if not data.strip():
+                blank_lines += 1
                 continue
-            counts.read += 1
-            if len(line.data) > MAX_LINE_BYTES:
-                skip(line.offset, "line_too_long", f"line exceeds {MAX_LINE_BYTES} bytes")
+            read += 1
+            if len(data) > MAX_LINE_BYTES:
+                skip(offset, "line_too_long", f"line exceeds {MAX_LINE_BYTES} bytes")
                 continue
-            if not known:
-                skip(line.offset, UNKNOWN_STREAM, f"no stream contract for {source.name}")
+            if builder is None:
+                skip(offset, UNKNOWN_STREAM, f"no stream contract for {source.name}")
                 continue
             try:
-                row = orjson.loads(line.data)
+                row = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
-                skip(line.offset, *_parse_failure(line.data, exc))
+                skip(offset, *_parse_failure(data, exc))
                 continue
-            if not isinstance(row, dict):
-                skip(line.offset, "not_an_object", f"top-level JSON {type(row).__name__}")
+            if type(row) is not dict:
+                skip(offset, "not_an_object", f"top-level JSON {type(row).__name__}")
                 continue
-            if _nesting_depth(row) > MAX_NESTING:
-                skip(line.offset, "too_deeply_nested", f"nested deeper than {MAX_NESTING} levels")
+            # Each container of the row has its own opening bracket in the line, so a line with
+            # few brackets cannot nest deeply: only the others are walked.
+            if data.count(b"{") + data.count(b"[") > MAX_NESTING and _nesting_depth(row) > MAX_NESTING:
+                skip(offset, "too_deeply_nested", f"nested deeper than {MAX_NESTING} levels")
                 continue
-            canonical = canonical_json(row)
-            digest = hashlib.sha256(canonical).digest()
+            digest = canonical_sha256(row)
             key = int.from_bytes(digest[:8], "big")
             if key in seen:
-                counts.deduplicated += 1
+                deduplicated += 1
                 continue
             try:
-                record = build_evidence(stream, row, digest.hex(), source_rel, line.offset, recorded_at)
-                EvidenceRecord.model_validate(record)
+                record = builder.build(row, digest.hex(), offset)
+                builder.validate(record)
             except RowError as exc:
-                skip(line.offset, exc.reason, exc.detail)
+                skip(offset, exc.reason, exc.detail)
                 continue
             except ValidationError as exc:
-                skip(line.offset, "schema_violation", _first_error(exc))
+                skip(offset, "schema_violation", _first_error(exc))
                 continue
-            seen.add(key)
-            new_seen.append(key)
-            counts.written += 1
+            seen_add(key)
+            new_seen_append(key)
+            written += 1
             if is_score_ready(record):
-                counts.score_ready += 1
-            writer.add(record["event_at"], stream, dumps_line(record))
+                score_ready += 1
+            add(record["event_at"], dumps_line(record))
 
         if not dry_run:
             stream_state.prefix_sha256 = _prefix_sha256(source, consumed)
+    counts.read += read
+    counts.written += written
+    counts.deduplicated += deduplicated
+    counts.blank_lines += blank_lines
+    counts.score_ready += score_ready
     stream_state.consumed_bytes = consumed
     if not dry_run:
         stream_state.seen_bytes = _append_seen(layout, stream, new_seen)
@@ -393,17 +402,37 @@ class _PartitionWriter:
         self.partitions: dict[tuple[str, str], str] = {}  # (date, stream) -> relative path
         self.buffered = 0
         self.touched: set[str] = set()
+        self._adder_caches: list[dict[str, list[bytes]]] = []
 
     def add(self, event_at_iso: str, stream: str, line: bytes) -> None:
-        # event_at is "YYYY-MM-DDT..." in UTC: the partition is its date.
+        self.buffers.setdefault(self._rel(event_at_iso, stream), []).append(line)
+        self.buffered += len(line)
+        if self.buffered >= _FLUSH_BYTES:
+            self.flush()
+
+    def stream_adder(self, stream: str) -> Callable[[str, bytes], None]:
+        """``add`` for one stream's lines: ``adder(event_at_iso, line)``, with lookups hoisted."""
+        by_date: dict[str, list[bytes]] = {}  # date -> the buffer of that partition file
+        self._adder_caches.append(by_date)  # emptied whenever the buffers are
+
+        def adder(event_at_iso: str, line: bytes) -> None:
+            # event_at is "YYYY-MM-DDT..." in UTC: the partition is its date.
+            lines = by_date.get(event_at_iso[:10])
+            if lines is None:
+                lines = by_date[event_at_iso[:10]] = self.buffers.setdefault(self._rel(event_at_iso, stream), [])
+            lines.append(line)
+            self.buffered += len(line)
+            if self.buffered >= _FLUSH_BYTES:
+                self.flush()
+
+        return adder
+
+    def _rel(self, event_at_iso: str, stream: str) -> str:
         key = (event_at_iso[:10], stream)
         rel = self.partitions.get(key)
         if rel is None:
             rel = self.partitions[key] = self.layout.relative(self.layout.evidence_partition(event_at_iso, stream))
-        self.buffers.setdefault(rel, []).append(line)
-        self.buffered += len(line)
-        if self.buffered >= _FLUSH_BYTES:
-            self.flush()
+        return rel
 
     def drop_stream(self, stream: str) -> None:
         suffix = f"/{stream}.jsonl"
@@ -413,6 +442,11 @@ class _PartitionWriter:
                 del self.state.evidence_files[rel]
         for rel in [rel for rel in self.buffers if rel.endswith(suffix)]:
             del self.buffers[rel]
+        self._clear_adder_caches()
+
+    def _clear_adder_caches(self) -> None:
+        for cache in self._adder_caches:
+            cache.clear()
 
     def flush(self) -> None:
         if not self.dry_run:
@@ -423,6 +457,7 @@ class _PartitionWriter:
                     handle.write(b"".join(lines))
                 self.touched.add(rel)
         self.buffers.clear()
+        self._clear_adder_caches()
         self.buffered = 0
 
     def commit_lengths(self) -> None:

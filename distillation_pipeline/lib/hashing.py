@@ -24,6 +24,15 @@ def canonical_json(obj: Any) -> bytes:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def canonical_sha256(obj: Any) -> bytes:
+    """sha256 digest (raw bytes) of ``canonical_json(obj)``: ``sig_hash`` is its hex form."""
+    try:
+        canonical = orjson.dumps(obj, option=_CANON)
+    except TypeError:
+        canonical = canonical_json(obj)
+    return hashlib.sha256(canonical).digest()
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

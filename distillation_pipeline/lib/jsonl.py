@@ -67,6 +67,59 @@ def iter_raw_lines(path: Path, start: int = 0, max_line_bytes: int | None = None
             yield RawLine(pending_offset, _clean(bytes(pending), pending_offset), False, offset)
 
 
+def iter_raw_line_tuples(
+    path: Path, start: int = 0, max_line_bytes: int | None = None, chunk_size: int = _CHUNK
+) -> Iterator[tuple[int, bytes, bool, int]]:
+    """``iter_raw_lines`` as plain ``(offset, data, terminated, end)`` tuples, for hot loops.
+
+    Same lines, same bytes, same offsets; a line that lies inside one read is sliced out of it
+    directly instead of being assembled in a buffer.
+    """
+    limit = max_line_bytes
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        base = start  # file offset of the current chunk's first byte
+        pending: bytearray | None = None  # a line begun in an earlier chunk (at most limit + 1 bytes)
+        pending_offset = start
+        while True:
+            chunk = handle.read(chunk_size)
+            if not chunk:
+                break
+            lines = chunk.split(b"\n")
+            last = len(lines) - 1
+            pos = base
+            for index, data in enumerate(lines):
+                if index == last:  # no newline after it in this chunk
+                    if pending is None:
+                        pending = bytearray()
+                        pending_offset = pos
+                    if limit is None or len(pending) <= limit:
+                        pending += data
+                        if limit is not None and len(pending) > limit:
+                            del pending[limit + 1 :]
+                    break
+                end = pos + len(data) + 1
+                if pending is not None:
+                    if limit is None or len(pending) <= limit:
+                        pending += data
+                    data = bytes(pending)
+                    line_offset = pending_offset
+                    pending = None
+                else:
+                    line_offset = pos
+                if limit is not None and len(data) > limit:
+                    data = data[: limit + 1]
+                if line_offset == 0 and data[:3] == BOM:
+                    data = data[3:]
+                if data[-1:] == b"\r":
+                    data = data[:-1]
+                yield line_offset, data, True, end
+                pos = end
+            base += len(chunk)
+        if pending:
+            yield pending_offset, _clean(bytes(pending), pending_offset), False, base
+
+
 def _clean(data: bytes, offset: int) -> bytes:
     if offset == 0 and data.startswith(BOM):
         data = data[len(BOM) :]
