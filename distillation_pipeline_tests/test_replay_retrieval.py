@@ -2,8 +2,11 @@
 
 import random
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.replay import retrieval
@@ -129,3 +132,101 @@ def test_unknown_mode_is_refused(tmp_path):
     path = write_rows(tmp_path / "rag.jsonl", [rag_row("a", "gateway")])
     with pytest.raises(RetrievalError, match="unknown retrieval mode"):
         build_index(path).search("gateway", mode="vector")
+
+
+# --- the pruned index walk equals the scan -------------------------------------------------------
+#
+# ``CorpusIndex._jaccard_indexed`` skips records that cannot reach the k-th score found so far.
+# These corpora are built to catch a bound that is off by one: exact ties (duplicate texts, ids
+# out of file order), a few tokens in almost every record (the template words of the real
+# export), very short and very long records, and queries of only frequent tokens, of unknown
+# tokens, and with k beyond the number of matches. FIRST_BLOCK is lowered so that a corpus of a
+# few hundred records is walked in many blocks, as a 1M one is.
+
+FREQUENT = ["verify", "check", "gateway", "retry", "ensure"]
+WORDS = [f"w{i:03d}" for i in range(150)]
+
+
+def _random_rows(rng: random.Random, size: int) -> list[bytes]:
+    texts: list[str] = []
+    for _ in range(size):
+        if texts and rng.random() < 0.2:
+            texts.append(rng.choice(texts))  # an exact duplicate: every query ties them
+            continue
+        length = rng.choice((1, 2, 3, rng.randint(4, 12), rng.randint(20, 70)))
+        words = [tok for tok in FREQUENT if rng.random() < 0.8]
+        words += [WORDS[int(len(WORDS) * rng.random() ** 3)] for _ in range(length)]
+        texts.append(" ".join(rng.sample(words, len(words))) or "w149")
+    ids = [f"r{rng.randrange(10**6):06d}-{i}" for i in range(size)]
+    rng.shuffle(ids)  # id order is neither file order nor length order
+    return [
+        orjson.dumps({"id": rid, "title": "", "content": text, "source_category": "accepted"}) + b"\n"
+        for rid, text in zip(ids, texts, strict=True)
+    ]
+
+
+def _random_queries(rng: random.Random) -> list[str]:
+    return [
+        " ".join(rng.sample(FREQUENT, rng.randint(1, len(FREQUENT)))),  # only template tokens
+        " ".join(rng.sample(FREQUENT + WORDS[:10], 6)),
+        " ".join(rng.sample(WORDS, rng.randint(1, 8))) + " " + rng.choice(FREQUENT),
+        f"{rng.choice(WORDS[100:])} unknowntoken another_unknown",  # |q| counts unknown tokens
+        rng.choice(WORDS[120:]),  # one rare token: few matches, k beyond them
+        "the of and",  # stopwords only: an empty query
+        "",
+    ]
+
+
+def _ranked(index, query: str, k: int, mode: str) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in index.search(query, k=k, mode=mode)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 400),
+    first_block=st.sampled_from([1, 2, 3, 16, 4096]),
+    k=st.sampled_from([1, 2, 5, 8, 40, 1000]),
+)
+def test_pruned_jaccard_equals_the_scan_on_random_corpora(tmp_path_factory, seed, size, first_block, k):
+    rng = random.Random(seed)
+    path = tmp_path_factory.mktemp("corpus") / "rag.jsonl"
+    path.write_bytes(b"".join(_random_rows(rng, size)))
+    index = build_index(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval, "FIRST_BLOCK", first_block)
+        for query in _random_queries(rng):
+            assert _ranked(index, query, k, "jaccard") == _ranked(index, query, k, "jaccard_exact"), query
+
+
+def test_results_do_not_depend_on_file_order(tmp_path):
+    rng = random.Random(4)
+    rows = _random_rows(rng, 300)
+    forward = build_index(write_rows(tmp_path / "a.jsonl", [], rows))
+    backward = build_index(write_rows(tmp_path / "b.jsonl", [], rows[::-1]))
+    for query in _random_queries(rng):
+        for mode in retrieval.MODES:
+            assert _ranked(forward, query, 8, mode) == _ranked(backward, query, 8, mode)
+
+
+def test_documents_are_numbered_shortest_first_and_postings_ascend(tmp_path):
+    index = build_index(write_rows(tmp_path / "rag.jsonl", [], _random_rows(random.Random(2), 300)))
+    keys = list(zip(index.set_len.tolist(), index.ids, strict=True))
+    assert keys == sorted(keys)  # (set_len, id): the order _reach's prefixes rely on
+    assert [index.ids[d] for d in np.argsort(index.id_rank)] == sorted(index.ids)
+    for t in range(len(index.vocab)):
+        postings = index.indices[index.indptr[t] : index.indptr[t + 1]]
+        assert (np.diff(postings) > 0).all()
+
+
+def test_the_walk_stops_where_no_record_can_reach_the_kth_score(tmp_path, monkeypatch):
+    short = [rag_row(f"s{i:02d}", "gateway retry breaker") for i in range(10)]
+    long = [rag_row(f"l{i:03d}", "gateway retry " + " ".join(f"pad{j}" for j in range(30))) for i in range(200)]
+    index = build_index(write_rows(tmp_path / "rag.jsonl", long + short))
+    visited = []
+    real = retrieval._block_counts
+    monkeypatch.setattr(retrieval, "FIRST_BLOCK", 4)
+    monkeypatch.setattr(retrieval, "_block_counts", lambda p, r, lo, hi: visited.append(hi) or real(p, r, lo, hi))
+    hits = index.search("gateway retry", k=8)
+    assert [h.id for h in hits] == [f"s{i:02d}" for i in range(8)]
+    assert max(visited) < index.size  # the 200 long records were never counted

@@ -4,9 +4,12 @@ Three modes, one ranking contract (score descending, then id ascending, so ties 
 on file order or hash seeds):
 
 - ``jaccard_exact``: the seed's baseline, a scan of every record's token set. The reference.
-- ``jaccard``: the same scores from an inverted index. Only records sharing a token with the
-  query can score above zero, so it sums posting lists instead of visiting every record; it
-  returns exactly what the scan returns (the scores come from the same integer counts).
+- ``jaccard``: the same scores from an inverted index; it returns exactly what the scan returns
+  (the scores come from the same integer counts). Documents are numbered in (distinct tokens,
+  id) order, so a query walks them shortest first and stops where no longer record can reach
+  the k-th score found so far; past the first block only records holding one of the query's
+  rarer tokens are candidates, and the frequent tokens' long postings are only probed for them
+  (see ``_jaccard_indexed``).
 - ``bm25``: Okapi BM25 (k1=1.5, b=0.75, Lucene idf) over the same postings, for a ranking that
   weighs rare tokens; not comparable to Jaccard scores.
 
@@ -21,6 +24,7 @@ category RAG never admits is still refused here (counted in ``skipped``), not tr
 
 import math
 import os
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +39,10 @@ from distillation_pipeline.replay.tokens import jaccard_from_counts, token_set, 
 
 MODES = ("jaccard", "jaccard_exact", "bm25")
 RAG_CATEGORIES = ("accepted", "partially_accepted", "needs_human_review")
-INDEX_FORMAT = 1  # bump when the tokenizer or the arrays change: old cache files are ignored
+INDEX_FORMAT = 2  # bump when the tokenizer or the arrays change: old cache files are ignored
+# (2: documents numbered in (set_len, id) order, no longer in file order)
 BM25_K1, BM25_B = 1.5, 0.75
+FIRST_BLOCK = 4096  # documents scored in full before the k-th score starts pruning; blocks then double
 
 
 class RetrievalError(ValueError):
@@ -56,14 +62,18 @@ class Hit:
 
 @dataclass
 class CorpusIndex:
-    """Arrays over the corpus rows that were admitted, in file order (doc index = position)."""
+    """Arrays over the corpus rows that were admitted, one entry per document.
+
+    Document numbers follow (set_len, id) order, not file order: ``set_len`` is ascending, so a
+    prefix of the documents is "every record with at most L distinct tokens" (see ``_reach``).
+    """
 
     corpus_sha256: str
     corpus_path: Path
     ids: list[str]
     categories: np.ndarray  # int8 code into RAG_CATEGORIES
     offsets: np.ndarray  # int64 byte offset of each row in the corpus file
-    set_len: np.ndarray  # int32 distinct tokens per record (the Jaccard denominator)
+    set_len: np.ndarray  # int32 distinct tokens per record (the Jaccard denominator), ascending
     total_len: np.ndarray  # int32 tokens per record with repeats (BM25 document length)
     id_rank: np.ndarray  # int32 rank of each id in sorted order: the tie-break as an int compare
     vocab: dict[str, int]
@@ -106,39 +116,71 @@ class CorpusIndex:
         return [(doc, -neg) for neg, _, doc in scored[:k]]
 
     def _indexed(self, query: str, k: int, bm25: bool) -> list[tuple[int, float]]:
-        qtokens = tokens(query)
-        qset = frozenset(qtokens)
+        qset = token_set(query)
         present = sorted({self.vocab[tok] for tok in qset if tok in self.vocab})
         if not present:
             return []
+        if bm25:
+            return self._bm25(present, k)
+        return self._jaccard_indexed(present, len(qset), k)
+
+    def _bm25(self, present: list[int], k: int) -> list[tuple[int, float]]:
         slices = [slice(self.indptr[t], self.indptr[t + 1]) for t in present]
         docs = np.concatenate([self.indices[s] for s in slices])
         n = self.size
-        if bm25:
-            avgdl = float(self.total_len.mean()) or 1.0
-            weights = []
-            for t, s in zip(present, slices, strict=True):
-                df = s.stop - s.start
-                idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-                tf = self.tf[s].astype(np.float64)
-                dl = self.total_len[self.indices[s]].astype(np.float64)
-                weights.append(idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl)))
-            totals = np.bincount(docs, weights=np.concatenate(weights), minlength=n)
-            candidates = np.flatnonzero(totals)
-            scores = totals[candidates]
-        else:
-            shared = np.bincount(docs, minlength=n)
-            candidates = np.flatnonzero(shared)
-            counts = shared[candidates].astype(np.float64)
-            # The same expression as tokens.jaccard_from_counts, on the same integers: IEEE
-            # division is correctly rounded, so these floats equal the exact scan's bit for bit.
-            scores = counts / (len(qset) + self.set_len[candidates].astype(np.float64) - counts)
-        if candidates.size > k:
-            kth = np.partition(scores, candidates.size - k)[candidates.size - k]
-            keep = scores >= kth  # every record tied with the k-th stays in for the id tie-break
-            candidates, scores = candidates[keep], scores[keep]
-        order = np.lexsort((self.id_rank[candidates], -scores))[:k]
-        return [(int(candidates[i]), float(scores[i])) for i in order]
+        avgdl = float(self.total_len.mean()) or 1.0
+        weights = []
+        for s in slices:
+            df = s.stop - s.start
+            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            tf = self.tf[s].astype(np.float64)
+            dl = self.total_len[self.indices[s]].astype(np.float64)
+            weights.append(idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl)))
+        totals = np.bincount(docs, weights=np.concatenate(weights), minlength=n)
+        candidates = np.flatnonzero(totals)
+        return _top_k(candidates, totals[candidates], self.id_rank, k)
+
+    def _jaccard_indexed(self, present: list[int], qlen: int, k: int) -> list[tuple[int, float]]:
+        """Exact top K by Jaccard, visiting documents in blocks, shortest first.
+
+        With ``c`` shared tokens a record of ``L`` distinct tokens scores ``c / (qlen + L - c)``,
+        which falls as L grows. Once K records are known, the k-th score bounds every other
+        record: ``_reach`` turns it into, per possible count c, the document prefix that can
+        still reach it. A block past that prefix for c = m (all query tokens) ends the search;
+        inside it, a record that can reach the bound only with c >= cmin must hold one of the
+        m - cmin + 1 rarest query tokens, so only those tokens' postings name candidates
+        (``_block_counts``). Every record scoring >= the bound is scored, so the result equals
+        the exhaustive scan, ties included.
+        """
+        spans = sorted((int(self.indptr[t + 1] - self.indptr[t]), t) for t in present)  # rarest first
+        postings = [self.indices[self.indptr[t] : self.indptr[t + 1]] for _, t in spans]
+        best = _Best(k, qlen, self.set_len, self.id_rank)
+        lo, size = 0, FIRST_BLOCK
+        while lo < self.size:
+            reach = self._reach(best.kth, qlen, len(postings))
+            if lo >= reach[0]:
+                break  # set_len only grows from here: no later record can reach the k-th score
+            hi = min(self.size, lo + size)
+            best.add(*_block_counts(postings, reach, lo, hi))
+            lo, size = hi, size * 2
+        return best.ranked()
+
+    def _reach(self, kth: tuple[int, int] | None, qlen: int, m: int) -> np.ndarray:
+        """reach[j]: documents below it can reach the k-th score sharing m - j query tokens.
+
+        A record with c shared tokens and L distinct ones reaches the k-th score
+        ck / (qlen + Lk - ck) iff c * (qlen + Lk - ck) >= ck * (qlen + L - c), i.e.
+        L <= c * (qlen + Lk - ck) // ck - qlen + c: integer arithmetic, so the boundary is exact
+        (a record tied with the k-th stays in, for the id tie-break). Non-increasing in j.
+        """
+        if kth is None:
+            return np.full(m, self.size, dtype=np.int64)
+        ck, lk = kth
+        shared = np.arange(m, 0, -1, dtype=np.int64)
+        max_len = shared * (qlen + lk - ck) // ck - qlen + shared
+        # searchsorted converts the haystack to the needle's dtype: keep both int32 (no O(n) copy)
+        max_len = np.minimum(max_len, np.iinfo(np.int32).max).astype(self.set_len.dtype)
+        return np.searchsorted(self.set_len, max_len, side="right")
 
     # --- rows -------------------------------------------------------------------------------
 
@@ -168,6 +210,104 @@ class CorpusIndex:
         )
 
 
+def _block_counts(postings: list[np.ndarray], reach: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates in documents [lo, hi) that can still reach the k-th score, with exact shared counts.
+
+    ``postings`` are the query tokens' doc lists, rarest first; ``reach`` is ``_reach``'s answer.
+    Token j names candidates only below reach[j] (beyond it a record whose rarest shared token is
+    j has too few tokens to score high enough). For a candidate past reach[j], token j is probed
+    in the posting list instead, rarest tokens first, and the candidate is dropped as soon as
+    the tokens left can no longer lift its count to the minimum its length needs.
+    """
+    m = len(postings)
+    heads, blocks = [], []
+    for post, stop in zip(postings, reach, strict=True):
+        a, b, c = np.searchsorted(post, np.asarray((lo, min(hi, stop), hi), dtype=post.dtype))
+        blocks.append(post[a:c])
+        if stop > lo:
+            heads.append(post[a:b])
+    docs, counts = _count_unique(np.concatenate(heads), lo, hi)
+    ascending = reach[::-1]
+    need = np.searchsorted(ascending, docs, side="right") + 1  # cmin: the count this length needs
+    for j in range(1, m):
+        tail = int(np.searchsorted(docs, reach[j]))  # candidates whose count lacks token j
+        if tail == docs.size:
+            continue
+        counts[tail:] += _contains(blocks[j], docs[tail:])
+        alive = counts[tail:] + (m - 1 - j) >= need[tail:]
+        if not alive.all():
+            keep = np.concatenate((np.ones(tail, dtype=bool), alive))
+            docs, counts, need = docs[keep], counts[keep], need[keep]
+    keep = counts >= need
+    return docs[keep], counts[keep]
+
+
+def _count_unique(docs: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct doc numbers (ascending) and how often each occurs: dense when the block is full."""
+    if docs.size * 4 >= hi - lo:
+        counts = np.bincount(docs - lo, minlength=hi - lo)
+        found = np.flatnonzero(counts)
+        return found + lo, counts[found]
+    found, counts = np.unique(docs, return_counts=True)
+    return found, counts
+
+
+def _contains(postings: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """For sorted ``docs``: is each in the sorted ``postings``? (binary search, no O(n) pass)"""
+    if postings.size == 0:
+        return np.zeros(docs.size, dtype=np.int64)
+    docs = docs.astype(postings.dtype, copy=False)  # same dtype: searchsorted won't copy postings
+    at = np.minimum(np.searchsorted(postings, docs), postings.size - 1)
+    return (postings[at] == docs).astype(np.int64)
+
+
+def _top_k(docs: np.ndarray, scores: np.ndarray, id_rank: np.ndarray, k: int) -> list[tuple[int, float]]:
+    return [(int(docs[i]), float(scores[i])) for i in _rank(docs, scores, id_rank, k)]
+
+
+def _rank(docs: np.ndarray, scores: np.ndarray, id_rank: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the K best, by score descending, then id ascending.
+
+    Only scores >= the k-th largest are sorted: every record tied with the k-th stays in, so
+    the id tie-break sees them all.
+    """
+    among = np.arange(docs.size)
+    if docs.size > 4 * k:
+        kth = np.partition(scores, docs.size - k)[docs.size - k]
+        among = np.flatnonzero(scores >= kth)
+    return among[np.lexsort((id_rank[docs[among]], -scores[among]))[:k]]
+
+
+class _Best:
+    """The K best records seen so far, and the k-th as (shared, set_len) once there are K."""
+
+    def __init__(self, k: int, qlen: int, set_len: np.ndarray, id_rank: np.ndarray):
+        self.k, self.qlen, self.set_len, self.id_rank = k, qlen, set_len, id_rank
+        self.docs = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.kth: tuple[int, int] | None = None
+
+    def add(self, docs: np.ndarray, counts: np.ndarray) -> None:
+        if docs.size == 0:
+            return
+        docs = np.concatenate((self.docs, docs))
+        counts = np.concatenate((self.counts, counts))
+        top = _rank(docs, self._scores(docs, counts), self.id_rank, self.k)
+        self.docs, self.counts = docs[top], counts[top]
+        if self.docs.size == self.k:
+            self.kth = (int(self.counts[-1]), int(self.set_len[self.docs[-1]]))
+
+    def ranked(self) -> list[tuple[int, float]]:
+        scores = self._scores(self.docs, self.counts)
+        return [(int(doc), float(score)) for doc, score in zip(self.docs, scores, strict=True)]
+
+    def _scores(self, docs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        # The same expression as tokens.jaccard_from_counts, on the same integers: IEEE division
+        # is correctly rounded, so these floats equal the exact scan's bit for bit.
+        counts = counts.astype(np.float64)
+        return counts / (self.qlen + self.set_len[docs].astype(np.float64) - counts)
+
+
 def _doc_text(row: dict) -> str:
     return f"{row.get('title') or ''}\n{row.get('content') or ''}"
 
@@ -187,9 +327,9 @@ def build_index(corpus_path: Path, corpus_sha256: str | None = None) -> CorpusIn
     set_len: list[int] = []
     total_len: list[int] = []
     vocab: dict[str, int] = {}
-    pair_tok: list[int] = []
-    pair_tf: list[int] = []
-    pair_count: list[int] = []  # distinct tokens per admitted doc, to expand doc indices later
+    # (token id, tf) per distinct token of each admitted doc, and the doc's number of them;
+    # int32 arrays, not lists: 40 M Python ints at 1M records would cost over a gigabyte.
+    pair_tok, pair_tf, pair_count = array("i"), array("i"), array("i")
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
@@ -234,29 +374,70 @@ def build_index(corpus_path: Path, corpus_sha256: str | None = None) -> CorpusIn
         pair_tf.extend(counts.values())
         pair_count.append(len(counts))
 
+    columns = {"categories": categories, "offsets": offsets, "set_len": set_len, "total_len": total_len}
+    pairs = (np.asarray(pair_tok, dtype=np.int32), np.asarray(pair_tf, dtype=np.int32))
+    return _assemble(sha, corpus_path, ids, columns, vocab, pairs, np.asarray(pair_count, dtype=np.int64), skipped)
+
+
+def _assemble(
+    sha: str,
+    corpus_path: Path,
+    ids: list[str],
+    columns: dict[str, list[int]],
+    vocab: dict[str, int],
+    pairs: tuple[np.ndarray, np.ndarray],
+    pair_count: np.ndarray,
+    skipped: dict[str, int],
+) -> CorpusIndex:
+    """Number the documents in (set_len, id) order and lay the postings out by token, then doc.
+
+    ``pairs`` are (token id, tf) per distinct token, doc by doc in file order; ``pair_count``
+    says how many each doc has.
+    """
     n = len(ids)
-    tok_arr = np.asarray(pair_tok, dtype=np.int64)
-    doc_arr = np.repeat(np.arange(n, dtype=np.int32), np.asarray(pair_count, dtype=np.int64))
-    order = np.argsort(tok_arr, kind="stable")  # stable: doc indices stay ascending per token
-    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(tok_arr, minlength=len(vocab)), out=indptr[1:])
     id_rank = np.empty(n, dtype=np.int32)
     id_rank[np.asarray(sorted(range(n), key=ids.__getitem__), dtype=np.int64)] = np.arange(n, dtype=np.int32)
+    set_len = np.asarray(columns["set_len"], dtype=np.int32)
+    old_at = np.lexsort((id_rank, set_len))  # the file-order doc behind each new doc number
+    gather = _regroup(pair_count, old_at)
+    pair_tok, pair_tf = (column[gather] for column in pairs)
+    del gather
+    # Pairs are now doc by doc in the new order: a stable sort by token keeps each posting
+    # list in ascending doc order.
+    order = np.argsort(pair_tok, kind="stable")
+    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair_tok, minlength=len(vocab)), out=indptr[1:])
+    doc_arr = np.repeat(np.arange(n, dtype=np.int32), pair_count[old_at])
     return CorpusIndex(
         corpus_sha256=sha,
         corpus_path=corpus_path,
-        ids=ids,
-        categories=np.asarray(categories, dtype=np.int8),
-        offsets=np.asarray(offsets, dtype=np.int64),
-        set_len=np.asarray(set_len, dtype=np.int32),
-        total_len=np.asarray(total_len, dtype=np.int32),
-        id_rank=id_rank,
+        ids=[ids[i] for i in old_at],
+        categories=np.asarray(columns["categories"], dtype=np.int8)[old_at],
+        offsets=np.asarray(columns["offsets"], dtype=np.int64)[old_at],
+        set_len=set_len[old_at],
+        total_len=np.asarray(columns["total_len"], dtype=np.int32)[old_at],
+        id_rank=id_rank[old_at],
         vocab=vocab,
         indptr=indptr,
         indices=doc_arr[order],
-        tf=np.asarray(pair_tf, dtype=np.float32)[order],
+        tf=pair_tf[order].astype(np.float32),
         skipped=skipped,
     )
+
+
+def _regroup(pair_count: np.ndarray, old_at: np.ndarray) -> np.ndarray:
+    """Positions of the pairs when their doc groups are laid out in ``old_at`` order.
+
+    Doc d's pairs sit at starts[d] .. starts[d] + pair_count[d]; in the new layout they follow
+    each other, so position i of the new layout maps to i + (old start - new start) of its doc.
+    """
+    starts = np.zeros(pair_count.size + 1, dtype=np.int64)
+    np.cumsum(pair_count, out=starts[1:])
+    new_count = pair_count[old_at]
+    new_starts = np.zeros(pair_count.size + 1, dtype=np.int64)
+    np.cumsum(new_count, out=new_starts[1:])
+    shift = np.repeat(starts[:-1][old_at] - new_starts[:-1], new_count)
+    return np.arange(int(starts[-1]), dtype=np.int64) + shift
 
 
 # --------------------------------------------------------------------------------------------
