@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
 from distillation_pipeline.exports import export_preference, export_rag, export_sft
@@ -139,3 +140,26 @@ def test_one_shared_pass_writes_what_each_export_writes_alone(tmp_path: Path) ->
         assert result.ineligible == by_itself.ineligible and result.per_reason == by_itself.per_reason
         assert result.balance()[0]
     assert shared["rag"].per_reason.get("missing_provenance") == 1
+
+
+def test_counts_kept_while_writing_equal_a_read_of_the_written_files(tmp_path: Path) -> None:
+    """The card trusts the exporter's counts only as a stand-in for reading the file: they must agree."""
+    from distillation_pipeline.exports.card import CONFIGS, QUARANTINE_SPLITS, file_stats, read_stats
+    from distillation_pipeline.lib.digests import file_digests
+    from distillation_pipeline.lib.hashing import file_sha256
+
+    layout = substrate(tmp_path)
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    export_all(layout)
+    files = [(c.path(layout), c) for c in CONFIGS] + [(layout.quarantine_file(name), None) for name in QUARANTINE_SPLITS]
+    assert all(path.stat().st_size for path, _ in files)
+    stored = orjson.loads(layout.card_stats_file.read_bytes())
+    for path, config in files:
+        assert stored[layout.relative(path)]["sha256"] == file_sha256(path)  # hashed while written
+        assert file_stats(layout, path, config) == read_stats(path, config)
+    assert file_digests(layout, [path for path, _ in files]) == {path: file_sha256(path) for path, _ in files}
+    # A file edited behind the exporter's back is read, not described from the stored counts.
+    with open(layout.rag_file, "ab") as handle:
+        handle.write(b'{"source_category": "rejected", "provenance": {"stream": "audits"}}\n')
+    edited = file_stats(layout, layout.rag_file, CONFIGS[2])
+    assert edited == read_stats(layout.rag_file, CONFIGS[2]) and edited.categories["rejected"] == 1

@@ -14,6 +14,7 @@ prompt and response pay once.
 """
 
 import contextlib
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,9 +29,11 @@ from distillation_pipeline.exports.candidates import (
     list_source_files,
     read_position,
 )
+from distillation_pipeline.exports.card import FileStats, remember_stats
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import open_outputs
 from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.lib.digests import remember_digests
 from distillation_pipeline.lib.layout import Layout
 
 HALLUCINATION_CHECK = "hallucinated_file_path"
@@ -48,6 +51,26 @@ class Participant(Protocol):
     def ineligible(self, stream: str, count: int) -> None: ...
     def offer(self, item: Candidate | Broken) -> None: ...
     def finish(self) -> None: ...
+    def card_stats(self) -> list[FileStats]: ...  # per output: rows and mixes as the card counts them
+
+
+class HashingSink:
+    """Passes writes through and hashes them: each output's sha256 without reading it back."""
+
+    __slots__ = ("_inner", "_digest", "size")
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        return self._inner.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run: bool) -> dict[str, ExportResult]:
@@ -67,15 +90,25 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
         else:
             participant.result.inputs.append(layout.repo_manifest)
 
+    written: dict[Path, HashingSink] = {}
     with contextlib.ExitStack() as stack:
         for participant in participants:
-            participant.open(stack.enter_context(open_outputs(participant.outputs, dry_run)))
+            sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
+            written.update(zip(participant.outputs, sinks, strict=True))
+            participant.open(sinks)  # type: ignore[arg-type]
         for source in sources:
             _visit(source, participants)
         for participant in participants:
             participant.finish()
     for participant in participants:
         participant.result.outputs = [] if dry_run else list(participant.outputs)
+    if not dry_run:
+        # Receipts and the dataset card then need not read ~all exported bytes back.
+        remember_digests(layout, {path: sink.hexdigest() for path, sink in written.items()})
+        stats = [s for participant in participants for s in participant.card_stats()]
+        for s in stats:
+            s.sha256, s.bytes = written[s.path].hexdigest(), written[s.path].size
+        remember_stats(layout, stats)
     return {participant.result.dataset: participant.result for participant in participants}
 
 

@@ -20,6 +20,7 @@ a preference set should teach a model to avoid.
 """
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import IO
 
@@ -32,6 +33,7 @@ from distillation_pipeline.exports.candidates import (
     describe,
     read_line,
 )
+from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.ids import preference_id
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.onepass import run_exports
@@ -99,6 +101,7 @@ class PreferenceExport:
         self.outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
         self.manifest: RepoManifest | None = None
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
+        self._streams: Counter[str] = Counter()  # both sides of written pairs, for the card
 
     def open(self, sinks: list[IO[bytes]]) -> None:
         self._rows, self._openai = sinks[0], sinks[1]
@@ -154,6 +157,16 @@ class PreferenceExport:
                 self._rows.write(dumps_line(sample.model_dump(mode="json")))
                 self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
                 self.result.count_written(sample.pair_kind)
+                self._streams.update((sample.chosen_provenance.stream, sample.rejected_provenance.stream))
+
+    def card_stats(self) -> list[FileStats]:
+        result = self.result
+        return [
+            FileStats(self.outputs[0], rows=result.written, categories=Counter(result.per_category),
+                      streams=Counter(self._streams)),
+            FileStats(self.outputs[1], rows=result.written),
+            FileStats(self.outputs[2], rows=result.quarantined, reasons=Counter(result.per_reason)),
+        ]  # fmt: skip
 
 
 def _run_refusal(candidate: Candidate, side: str, manifest: RepoManifest | None) -> tuple[QuarantineReason, str] | None:

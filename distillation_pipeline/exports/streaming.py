@@ -6,6 +6,7 @@ positions, duplicate content, the writes, and the counts. Memory for duplicate d
 is ~32 bytes per written row (``lib/firstseen.py``), the rest is on disk.
 """
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import IO
 from pydantic import BaseModel
 
 from distillation_pipeline.exports.candidates import Broken, Candidate
+from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
@@ -100,6 +102,8 @@ class RowExport:
         self._has_variant = variant_file is not None
         self._first_seen = FirstSeen()  # row id -> evidence id of its first occurrence, ~32 bytes a row
         self.manifest: RepoManifest | None = None
+        self._streams: Counter[str] = Counter()  # written rows by evidence stream, for the card
+        self._variants_written = 0
 
     def open(self, sinks: list[IO[bytes]]) -> None:
         self._rows = sinks[0]
@@ -124,7 +128,9 @@ class RowExport:
                 self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
                 if self._variants is not None and built.variant is not None:
                     self._variants.write(dumps_line(built.variant))
+                    self._variants_written += 1
                 result.count_written(built.category)
+                self._streams[item.stream] += 1
                 return
             built = ("duplicate_id", f"same content as {row_id} (first exported from evidence {first})")
         reason, detail = built
@@ -133,3 +139,12 @@ class RowExport:
     def finish(self) -> None:
         """Nothing is held back: every row was written as it was offered."""
         self._first_seen.close()
+
+    def card_stats(self) -> list[FileStats]:
+        result = self.result
+        stats = [FileStats(self.outputs[0], rows=result.written, categories=Counter(result.per_category),
+                           streams=Counter(self._streams))]  # fmt: skip
+        if self._has_variant:
+            stats.append(FileStats(self.outputs[1], rows=self._variants_written))
+        stats.append(FileStats(self.outputs[-1], rows=result.quarantined, reasons=Counter(result.per_reason)))
+        return stats

@@ -59,3 +59,19 @@ def file_digests(layout: Layout, paths: list[Path]) -> dict[Path, str]:
         live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
         atomic_write_bytes(_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
     return result
+
+
+def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
+    """Record the sha256 of files a writer hashed while writing them (now on disk, replaced)."""
+    stored = _load(layout)
+    for path, digest in digests.items():
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        key = (layout.relative(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        _MEMORY[key] = digest
+        stored[key[0]] = [*key[1:], digest]
+    if layout.state_dir.exists():
+        live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
+        atomic_write_bytes(_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))

@@ -75,6 +75,11 @@ class Layout:
         return self.state_dir / "score"
 
     @property
+    def card_stats_file(self) -> Path:
+        """Row counts and mixes of the files the exporters wrote, keyed by their sha256."""
+        return self.state_dir / "card_stats.json"
+
+    @property
     def export_state_dir(self) -> Path:
         """What the export stage keeps between runs to rebuild only changed partitions."""
         return self.state_dir / "exports"
