@@ -1,5 +1,6 @@
 """Retrieval (spec 7.1): Jaccard ranking, id tie-break, the index equals the scan, built once per corpus version."""
 
+import math
 import random
 
 import numpy as np
@@ -197,6 +198,37 @@ def test_pruned_jaccard_equals_the_scan_on_random_corpora(tmp_path_factory, seed
         patch.setattr(retrieval, "FIRST_BLOCK", first_block)
         for query in _random_queries(rng):
             assert _ranked(index, query, k, "jaccard") == _ranked(index, query, k, "jaccard_exact"), query
+
+
+def _bm25_reference(index, query: str, k: int) -> list[tuple[str, float]]:
+    """BM25 as it was before the score floor: every matching record scored and sorted."""
+    present = sorted({index.vocab[t] for t in token_set(query) if t in index.vocab})
+    if not present:
+        return []
+    avgdl = float(index.total_len.mean()) or 1.0
+    totals = np.zeros(index.size)
+    for t in present:
+        docs = index.indices[index.indptr[t] : index.indptr[t + 1]]
+        tf = index.tf[index.indptr[t] : index.indptr[t + 1]].astype(np.float64)
+        dl = index.total_len[docs].astype(np.float64)
+        idf = math.log(1.0 + (index.size - docs.size + 0.5) / (docs.size + 0.5))
+        np.add.at(totals, docs, idf * tf * (2.5) / (tf + 1.5 * (1 - 0.75 + 0.75 * dl / avgdl)))
+    ranked = sorted((-score, index.ids[doc]) for doc, score in enumerate(totals) if score > 0)
+    return [(rid, -neg) for neg, rid in ranked[:k]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 300), sample=st.sampled_from([1, 5, 4096]), k=st.sampled_from([1, 8, 500]))
+def test_bm25_top_k_equals_scoring_every_match(tmp_path_factory, seed, size, sample, k):
+    rng = random.Random(seed)
+    path = tmp_path_factory.mktemp("corpus") / "rag.jsonl"
+    path.write_bytes(b"".join(_random_rows(rng, size)))
+    index = build_index(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval, "BM25_SAMPLE", sample)  # a small sample: a low floor, many candidates kept
+        for query in _random_queries(rng):
+            fast = [(index.ids[doc], score) for doc, score in index._indexed(query, k, bm25=True)]
+            assert fast == _bm25_reference(index, query, k), query
 
 
 def test_results_do_not_depend_on_file_order(tmp_path):

@@ -43,6 +43,7 @@ INDEX_FORMAT = 2  # bump when the tokenizer or the arrays change: old cache file
 # (2: documents numbered in (set_len, id) order, no longer in file order)
 BM25_K1, BM25_B = 1.5, 0.75
 FIRST_BLOCK = 4096  # documents scored in full before the k-th score starts pruning; blocks then double
+BM25_SAMPLE = 4096  # postings of the rarest query tokens whose records set BM25's score floor
 
 
 class RetrievalError(ValueError):
@@ -82,6 +83,7 @@ class CorpusIndex:
     tf: np.ndarray  # float32 term frequency of the token in that doc, aligned with indices
     skipped: dict[str, int] = field(default_factory=dict)
     _token_sets: list[frozenset[str]] | None = None  # built on first exact scan only
+    _norm: np.ndarray | None = None  # BM25 length normalisation per record, on first BM25 query
 
     @property
     def size(self) -> int:
@@ -125,20 +127,51 @@ class CorpusIndex:
         return self._jaccard_indexed(present, len(qset), k)
 
     def _bm25(self, present: list[int], k: int) -> list[tuple[int, float]]:
+        """Okapi BM25 over every posting of the query's tokens.
+
+        Each record's score is summed in token id order (one bincount), as it always was: the
+        same floats, bit for bit. Only the top K is found without an O(corpus) sort: see
+        ``_bm25_floor``.
+        """
         slices = [slice(self.indptr[t], self.indptr[t + 1]) for t in present]
         docs = np.concatenate([self.indices[s] for s in slices])
-        n = self.size
-        avgdl = float(self.total_len.mean()) or 1.0
+        norm = self._bm25_norm()
         weights = []
         for s in slices:
-            df = s.stop - s.start
-            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            idf = _idf(self.size, s.stop - s.start)
             tf = self.tf[s].astype(np.float64)
-            dl = self.total_len[self.indices[s]].astype(np.float64)
-            weights.append(idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl)))
-        totals = np.bincount(docs, weights=np.concatenate(weights), minlength=n)
-        candidates = np.flatnonzero(totals)
+            weights.append(idf * tf * (BM25_K1 + 1) / (tf + norm[self.indices[s]]))
+        totals = np.bincount(docs, weights=np.concatenate(weights), minlength=self.size)
+        candidates = np.flatnonzero(totals >= self._bm25_floor(totals, slices, k))
         return _top_k(candidates, totals[candidates], self.id_rank, k)
+
+    def _bm25_floor(self, totals: np.ndarray, slices: list[slice], k: int) -> float:
+        """A score the k-th best record surely reaches: the k-th best among a sample of records.
+
+        The sample is the first (shortest) few thousand records of the query's rarest tokens,
+        where BM25's best usually are, so the floor is cheap and cuts the candidates from every
+        matching record (most of the corpus for template words) to a few. Every record scoring
+        >= the floor is kept, so the top K is exact, ties included.
+        """
+        budget, parts = max(BM25_SAMPLE, 2 * k), []
+        for s in sorted(slices, key=lambda s: (s.stop - s.start, s.start)):
+            parts.append(self.indices[s][:budget])
+            budget -= parts[-1].size
+            if budget <= 0:
+                break
+        sample = np.unique(np.concatenate(parts))  # distinct records: a repeat must not count twice
+        if sample.size < k:
+            return float(np.finfo(np.float64).tiny)  # fewer than K sampled: keep every match
+        scores = totals[sample]
+        return float(np.partition(scores, scores.size - k)[scores.size - k])
+
+    def _bm25_norm(self) -> np.ndarray:
+        """Per record, BM25's length normalisation k1 * (1 - b + b * dl / avgdl), computed once."""
+        if self._norm is None:
+            avgdl = float(self.total_len.mean()) or 1.0
+            dl = self.total_len.astype(np.float64)
+            self._norm = BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl)
+        return self._norm
 
     def _jaccard_indexed(self, present: list[int], qlen: int, k: int) -> list[tuple[int, float]]:
         """Exact top K by Jaccard, visiting documents in blocks, shortest first.
@@ -208,6 +241,10 @@ class CorpusIndex:
             title=str(row.get("title") or ""),
             content=str(row.get("content") or ""),
         )
+
+
+def _idf(n: int, df: int) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
 def _block_counts(postings: list[np.ndarray], reach: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
