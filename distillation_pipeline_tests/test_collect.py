@@ -436,68 +436,102 @@ def test_the_fast_validity_check_is_on_for_this_schema() -> None:
 
 
 def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
-    from distillation_pipeline.evidence.records import EvidenceBuilder, proven_valid
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from distillation_pipeline.evidence.records import EvidenceBuilder, _vouched
 
     builder = EvidenceBuilder("scrum_reviews", "data/_kb/scrum_reviews.jsonl", PIN)
-    good = builder.build(scrum_row("r1"), "ab" * 32, 0)
-    trusted = ("scrum_reviews", "verdict", "data/_kb/scrum_reviews.jsonl", PINNED)
-    assert proven_valid(good, trusted)
-    EvidenceRecord.model_validate(good)
+    assert builder.fast
+    moment = datetime(2026, 10, 2, 10, 0, tzinfo=UTC)
+    good = ("r1", "task-1", moment, "prompt", "response", None, {"model": "qwen", "accepted_on_attempt": 1, "never_accepted": None})
+    sig = "ab" * 32
 
-    def variant(**changes: object) -> dict:
-        record = {**good, "markers": dict(good["markers"]), "provenance": dict(good["provenance"])}
-        for key, value in changes.items():
-            section, _, field = key.partition("__")
-            (record[section] if field else record)[field or section] = value
-        return record
+    def fields(**changes: object) -> tuple:
+        names = ("source_id", "task_id", "event_at", "prompt", "response", "content")
+        values = [changes.pop(name, value) for name, value in zip(names, good)]
+        markers = dict(good[6])
+        markers.update({key.removeprefix("m_"): value for key, value in changes.items()})
+        return (*values, markers)
 
-    refused = [
-        variant(id=""),
-        variant(stream="nope"),
-        variant(source_class="verdict "),
-        variant(task_id=5),
-        variant(prompt=["x"]),
-        variant(event_at="2026-13-01T00:00:00Z"),
-        variant(event_at="yesterday"),
-        variant(raw=[1]),
-        variant(markers__accepted_on_attempt=[2]),
-        variant(markers__never_accepted="maybe"),
-        variant(markers__failure_markers=["a", 1]),
-        variant(markers__events_ok=[True, "x"]),
-        variant(markers__latency_ms="fast"),
-        variant(markers__window_start="soon"),
-        variant(markers__unknown=1),
-        variant(provenance__line_offset=-1),
-        variant(provenance__sig_hash="AB" * 32),
-        variant(provenance__source_file=""),
-        variant(provenance__recorded_at="later"),
-        variant(provenance__extra=1),
-        variant(schema_version=2),
-    ]
-    for record in refused:
-        assert not proven_valid(record, trusted)
-        with pytest.raises(ValidationError):
+    def outcome(candidate: tuple, row: object = None, sig: object = sig, line_offset: object = 0) -> tuple[bool, bool]:
+        """(did _vouched accept it, does pydantic accept the record made of it)"""
+        row = {"review_id": "r1"} if row is None else row
+        builder._fields = lambda _row: candidate
+        try:
+            record = builder.build(row, sig, line_offset)
             EvidenceRecord.model_validate(record)
-    # Valid, but not in the shape proven_valid vouches for: pydantic decides, and accepts.
-    lax = (variant(markers__accepted_on_attempt="2"), variant(markers__never_accepted="yes"), variant(markers__latency_ms=3))
-    for record in lax:
-        assert not proven_valid(record, trusted)
-        EvidenceRecord.model_validate(record)
-    # And everything it does vouch for, pydantic accepts: the edge values included.
-    for record in (
-        variant(markers__latency_ms=float("inf"), markers__grounded_fraction=float("nan")),
-        variant(markers__gap_signals=2**80, markers__model="\ud800", prompt="\x00"),
-        variant(markers__window_start="2026-01-01T00:00:00.000001Z", event_at="1990-01-01T00:00:00Z"),
-    ):
-        assert proven_valid(record, trusted)
-        EvidenceRecord.model_validate(record)
+            valid = True
+        except ValidationError:
+            valid = False
+        except Exception:  # noqa: BLE001 - the record cannot even be made; make() must fail too
+            valid = False
+        return _vouched(candidate, row, sig, line_offset), valid
+
+    vouched_and_valid = [
+        fields(),
+        fields(content="text", prompt=None, task_id=None),
+        fields(m_latency_ms=float("inf"), m_grounded_fraction=float("nan"), m_trust_score=0.5),
+        fields(m_gap_signals=2**80, m_model="\ud800", prompt="\x00"),
+        fields(m_failure_markers=["a", ""], m_events_ok=[True, False], m_verdict="accept", m_escalated=False),
+        fields(m_window_start=moment, m_window_end=datetime(1990, 1, 1, tzinfo=timezone(timedelta(hours=2)))),
+        fields(event_at=datetime(1, 1, 1, tzinfo=UTC)),
+    ]
+    for candidate in vouched_and_valid:
+        assert outcome(candidate) == (True, True), candidate
+    refused = [
+        fields(task_id=5),
+        fields(prompt=["x"]),
+        fields(event_at="2026-10-02T10:00:00Z"),
+        fields(m_accepted_on_attempt=[2]),
+        fields(m_never_accepted="maybe"),
+        fields(m_failure_markers=["a", 1]),
+        fields(m_events_ok=[True, "x"]),
+        fields(m_latency_ms="fast"),
+        fields(m_window_start="soon"),
+        fields(m_unknown=1),
+    ]
+    for candidate in refused:
+        assert outcome(candidate) == (False, False), candidate
+    assert outcome(fields(), sig="AB" * 32) == (False, False)
+    assert outcome(fields(), sig="ab" * 31) == (False, False)
+    assert outcome(fields(), line_offset=-1) == (False, False)
+    # Valid, but not in the exact shape _vouched vouches for: pydantic decides, and accepts.
+    for candidate in (fields(m_accepted_on_attempt="2"), fields(m_never_accepted="yes"), fields(m_latency_ms=3), fields(m_model=None)):
+        assert outcome(candidate)[1], candidate
+    # make() = build() + pydantic whenever _vouched says no.
+    builder._fields = lambda _row: fields(m_failure_markers=["a", 1])
+    with pytest.raises(ValidationError):
+        builder.make({"review_id": "r1"}, sig, 0)
+    builder._fields = lambda _row: fields(m_accepted_on_attempt="2")
+    assert builder.make({"review_id": "r1"}, sig, 0)["markers"]["accepted_on_attempt"] == "2"
 
 
-def test_a_builder_with_an_unchecked_constant_validates_with_pydantic(substrate: Substrate) -> None:
+def test_a_builder_with_an_unchecked_constant_validates_with_pydantic() -> None:
     from distillation_pipeline.evidence.records import EvidenceBuilder
 
     # An empty source_file breaks Provenance: the builder must not vouch for any of its records.
     builder = EvidenceBuilder("scrum_reviews", "", PIN)
-    record = builder.build(scrum_row("r1"), "ab" * 32, 0)
+    assert not builder.fast
     with pytest.raises(ValidationError):
-        builder.validate(record)
+        builder.make(scrum_row("r1"), "ab" * 32, 0)
+
+
+def test_the_committed_prefix_hash_is_the_hash_of_the_consumed_bytes(substrate: Substrate) -> None:
+    from distillation_pipeline.evidence.state import CollectState
+
+    def committed() -> tuple[int, str]:
+        stream_state = CollectState.load(substrate.layout).streams["scrum_reviews"]
+        return stream_state.consumed_bytes, stream_state.prefix_sha256
+
+    path = substrate.write_rows("scrum_reviews", [scrum_row("r1"), scrum_row("r2")])
+    substrate.append_bytes("scrum_reviews", b'{"review_id": "torn')  # a pending tail: not consumed
+    collect(substrate.layout, recorded_at=PIN)
+    consumed, digest = committed()
+    assert consumed < path.stat().st_size
+    assert digest == hashlib.sha256(path.read_bytes()[:consumed]).hexdigest()
+    substrate.append_bytes("scrum_reviews", b'", "task_id": "t"}\n' + orjson.dumps(scrum_row("r3")) + b"\n")
+    result = collect(substrate.layout, recorded_at=PIN)  # incremental: hashes on from the old prefix
+    assert not result.streams["scrum_reviews"].rebuilt
+    consumed, digest = committed()
+    assert consumed == path.stat().st_size
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()

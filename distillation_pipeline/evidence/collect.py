@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from distillation_pipeline.evidence.records import EvidenceBuilder, is_score_ready
+from distillation_pipeline.evidence.records import EvidenceBuilder, score_ready_check
 from distillation_pipeline.evidence.state import CollectState, StateMismatch, StreamState, recover, seen_file
 from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
 from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
@@ -175,8 +175,9 @@ def _wipe(layout: Layout) -> None:
     layout.skips_file.unlink(missing_ok=True)
 
 
-def _prefix_sha256(path: Path, length: int) -> str:
-    digest = hashlib.sha256()
+def _prefix_sha256(path: Path, length: int, digest: "hashlib._Hash | None" = None) -> str:
+    """sha256 of the first ``length`` bytes of ``path``; ``digest``, if given, is left fed with them."""
+    digest = hashlib.sha256() if digest is None else digest
     remaining = length
     with open(path, "rb") as handle:
         while remaining > 0:
@@ -211,15 +212,19 @@ def _collect_stream(
     previous = state.streams.get(stream)
     size = source.stat().st_size
     rebuilt = False
+    # The hash of the source's consumed prefix: of the bytes before ``start`` (checked against
+    # the last commit), then of every block read after them, so the source is read only once.
+    prefix = hashlib.sha256()
     if previous is not None and previous.consumed_bytes:
         if size < previous.consumed_bytes:
             counts.rebuilt = f"source shrank from {previous.consumed_bytes} to {size} bytes"
-        elif _prefix_sha256(source, previous.consumed_bytes) != previous.prefix_sha256:
+        elif _prefix_sha256(source, previous.consumed_bytes, prefix) != previous.prefix_sha256:
             counts.rebuilt = "already-collected bytes of the source changed"
         if counts.rebuilt:
             rebuilt = True
             writer.drop_stream(stream)
             previous = None
+            prefix = hashlib.sha256()
     stream_state = StreamState() if previous is None else previous
     if rebuilt and not dry_run:
         seen_file(layout, stream).unlink(missing_ok=True)
@@ -247,14 +252,23 @@ def _collect_stream(
 
     consumed = start
     builder = EvidenceBuilder(stream, source_rel, recorded_iso) if known else None
+    ready = score_ready_check(stream)
     add = writer.stream_adder(stream)
     seen_add, new_seen_append = seen.add, new_seen.append
     written = deduplicated = blank_lines = read = score_ready = 0
     # A log that writers append to under a lock (the replay log) is read under the same lock, so
     # a row being written is never taken for a truncated one.
     writer_lock = locked(source) if source.with_name(source.name + ".lock").exists() else contextlib.nullcontext()
+    hashed_to = start  # the prefix hash covers [0, hashed_to)
+
+    def hash_chunk(chunk: bytes) -> None:
+        nonlocal hashed_to
+        prefix.update(chunk)
+        hashed_to += len(chunk)
+
     with writer_lock:
-        for offset, data, terminated, end in iter_raw_line_tuples(source, start=start, max_line_bytes=MAX_LINE_BYTES):
+        lines = iter_raw_line_tuples(source, start=start, max_line_bytes=MAX_LINE_BYTES, on_chunk=None if dry_run else hash_chunk)
+        for offset, data, terminated, end in lines:
             if not terminated and not _parses(data):
                 # An unterminated last line that does not parse is most likely still being
                 # written: leave it unread (reported as a pending tail) and take it whole next
@@ -292,8 +306,7 @@ def _collect_stream(
                 deduplicated += 1
                 continue
             try:
-                record = builder.build(row, digest.hex(), offset)
-                builder.validate(record)
+                record = builder.make(row, digest.hex(), offset)
             except RowError as exc:
                 skip(offset, exc.reason, exc.detail)
                 continue
@@ -303,12 +316,13 @@ def _collect_stream(
             seen_add(key)
             new_seen_append(key)
             written += 1
-            if is_score_ready(record):
+            if ready(record):
                 score_ready += 1
             add(record["event_at"], dumps_line(record))
 
         if not dry_run:
-            stream_state.prefix_sha256 = _prefix_sha256(source, consumed)
+            # Read to the end; only a pending tail (not consumed) needs the prefix hashed anew.
+            stream_state.prefix_sha256 = prefix.hexdigest() if hashed_to == consumed else _prefix_sha256(source, consumed)
     counts.read += read
     counts.written += written
     counts.deduplicated += deduplicated

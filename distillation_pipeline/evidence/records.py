@@ -1,15 +1,17 @@
 """From one parsed source row to one EvidenceRecord (as the dict we write), or a RowError.
 
 Every record the collector writes is a valid ``EvidenceRecord``. Running pydantic over each
-dict costs more than building it, so ``EvidenceBuilder.validate`` first asks ``proven_valid``,
-a check of the exact types of every field that pydantic would accept without question; only a
-record it cannot vouch for goes through ``EvidenceRecord.model_validate``, which decides (and
-words the skip reason). ``proven_valid`` is written against one version of the schema: when
-``schemas.py`` changes the three models it reads, it turns itself off (``FAST_CHECK_ENABLED``)
-and every record is validated by pydantic again until someone re-reads this file.
+dict costs more than building it, so ``EvidenceBuilder.make`` first asks ``_vouched``, a check
+of the exact types of the row-dependent values, each of a type pydantic accepts without
+question; only a record it cannot vouch for goes through ``EvidenceRecord.model_validate``,
+which decides (and words the skip reason). ``_vouched`` is written against one version of the
+schema: when ``schemas.py`` changes the three models it reads, it turns itself off
+(``FAST_CHECK_ENABLED``) and every record is validated by pydantic again until someone
+re-reads this file.
 """
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,10 +41,16 @@ def evidence_id(stream: str, sig: str) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    """``iso_utc`` without its conversion for the datetimes we parse, which are UTC already."""
-    if moment.tzinfo is UTC:
-        return moment.isoformat()[:-6] + "Z"  # "+00:00" can only be the suffix
-    return iso_utc(moment)
+    """``iso_utc`` of the datetimes we parse, which are UTC already: the same text, built quicker.
+
+    isoformat writes YYYY-MM-DDTHH:MM:SS, then .ffffff only when there are microseconds, then
+    the offset, which iso_utc turns into Z.
+    """
+    if moment.tzinfo is not UTC:
+        return iso_utc(moment)
+    micro = moment.microsecond
+    text = "%04d-%02d-%02dT%02d:%02d:%02d" % (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    return text + (".%06dZ" % micro if micro else "Z")
 
 
 class EvidenceBuilder:
@@ -59,16 +67,27 @@ class EvidenceBuilder:
         self.recorded_iso = recorded_at if isinstance(recorded_at, str) else iso_utc(recorded_at)
         self._id_prefix = f"{stream}:"
         self._fields = self.spec.fields
-        # Row-independent parts of the record, checked against the schema once, not per row.
-        self._trusted = (
-            (stream, self.spec.source_class, source_file, self.recorded_iso)
-            if FAST_CHECK_ENABLED and _constants_valid(stream, self.spec.source_class, source_file, self.recorded_iso)
-            else None
-        )
+        # The row-independent parts of every record, checked against the schema once: only
+        # then may ``_vouched`` stand in for pydantic on the parts that depend on the row.
+        self.fast = FAST_CHECK_ENABLED and _constants_valid(stream, self.spec.source_class, source_file, self.recorded_iso)
 
     def build(self, row: dict[str, Any], sig: str, line_offset: int) -> dict[str, Any]:
-        """The JSON-mode dict of an EvidenceRecord. Raises RowError for a row that cannot be one."""
-        source_id, task_id, event_at, prompt, response, content, markers = self._fields(row)
+        """The JSON-mode dict of an EvidenceRecord, unvalidated. Raises RowError for a row that cannot be one."""
+        return self._record(self._fields(row), row, sig, line_offset)
+
+    def make(self, row: dict[str, Any], sig: str, line_offset: int) -> dict[str, Any]:
+        """The JSON-mode dict of a valid EvidenceRecord; RowError or ValidationError if there is none.
+
+        ``row`` is a JSON object as ``orjson.loads`` returns it (so its keys are strings).
+        """
+        fields = self._fields(row)
+        record = self._record(fields, row, sig, line_offset)
+        if not (self.fast and _vouched(fields, row, sig, line_offset)):
+            EvidenceRecord.model_validate(record)
+        return record
+
+    def _record(self, fields: tuple, row: dict[str, Any], sig: str, line_offset: int) -> dict[str, Any]:
+        source_id, task_id, event_at, prompt, response, content, markers = fields
         return {
             "schema_version": 1,
             "id": self._id_prefix + sig[:20],
@@ -94,11 +113,6 @@ class EvidenceBuilder:
             },
         }
 
-    def validate(self, record: dict[str, Any]) -> None:
-        """Raise ValidationError unless ``record`` is a valid EvidenceRecord."""
-        if self._trusted is None or not proven_valid(record, self._trusted):
-            EvidenceRecord.model_validate(record)
-
 
 def build_evidence(
     stream: str,
@@ -110,6 +124,20 @@ def build_evidence(
 ) -> dict[str, Any]:
     """The JSON-mode dict of an EvidenceRecord. Raises RowError for a row that cannot be one."""
     return EvidenceBuilder(stream, source_file, recorded_at).build(row, sig, line_offset)
+
+
+def score_ready_check(stream: str) -> Callable[[dict[str, Any]], bool]:
+    """``is_score_ready`` for the records of one stream, with the per-stream choice made once."""
+    if stream in ("audit_discrepancies", "model_trust", "mode_experiments"):
+        return is_score_ready
+    wanted = _READY_MARKERS.get(stream)
+    if wanted is None:
+        return lambda record: bool(record.get("task_id"))
+    if len(wanted) == 1:
+        (key,) = wanted
+        return lambda record: record["markers"].get(key) is not None
+    first, second = wanted
+    return lambda record: (markers := record["markers"]).get(first) is not None or markers.get(second) is not None
 
 
 def is_score_ready(record: dict[str, Any]) -> bool:
@@ -150,13 +178,8 @@ def schema_fingerprint() -> str:
 
 FAST_CHECK_ENABLED = schema_fingerprint() == SCHEMA_FINGERPRINT
 
-_RECORD_KEYS = frozenset(
-    ("schema_version", "id", "stream", "source_class", "source_id", "task_id", "event_at", "prompt", "response", "content", "markers", "raw", "provenance")
-)
-_PROVENANCE_KEYS = frozenset(("source_file", "line_offset", "sig_hash", "recorded_at"))
 _STREAM_NAMES = frozenset(EvidenceRecord.model_fields["stream"].annotation.__args__)
 _SOURCE_CLASSES = frozenset(EvidenceRecord.model_fields["source_class"].annotation.__args__)
-_SIG = re.compile(r"[0-9a-f]{64}")
 # RFC 3339 in UTC, the shape iso_utc writes; fromisoformat then proves it is a real date.
 _ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z")
 
@@ -179,22 +202,28 @@ def _all_bool(value: object) -> bool:
     return type(value) is list and all(type(item) is bool for item in value)
 
 
+def _is_datetime(value: object) -> bool:
+    return type(value) is datetime  # written by _iso: an RFC 3339 string pydantic reads back
+
+
 # ScoringMarkers: every field is optional and unconstrained beyond its type, so a value of the
 # exact type is accepted. Exact types: bool is an int subclass, and a subclass may do anything.
 _MARKER_CHECKS: dict[str, Any] = {
-    **{key: int for key in ("accepted_on_attempt", "gap_signals")},
+    **{key: int for key in ("accepted_on_attempt", "gap_signals")},  # any size: pydantic takes big ints
     **{key: bool for key in ("never_accepted", "observer_verdict_present", "validation_passed", "escalated")},
     **{key: str for key in ("verdict", "severity", "observer_verdict", "status", "finding_id", "model", "task_kind")},
     **{key: float for key in ("latency_ms", "grounded_fraction", "trust_score")},  # inf and nan included
     "failure_markers": _all_str,
     "events_ok": _all_bool,
-    "window_start": _is_iso_z,
-    "window_end": _is_iso_z,
+    "window_start": _is_datetime,
+    "window_end": _is_datetime,
 }
 assert set(_MARKER_CHECKS) == set(ScoringMarkers.model_fields)
+_HEX = "0123456789abcdef"
 
 
 def _constants_valid(stream: str, source_class: str, source_file: str, recorded_iso: str) -> bool:
+    """stream, source_class, provenance.source_file and provenance.recorded_at, once per builder."""
     if stream not in _STREAM_NAMES or source_class not in _SOURCE_CLASSES or not _is_iso_z(recorded_iso):
         return False
     try:
@@ -204,57 +233,36 @@ def _constants_valid(stream: str, source_class: str, source_file: str, recorded_
     return True
 
 
-def proven_valid(record: dict[str, Any], trusted: tuple[str, str, str, str]) -> bool:
-    """True only for a record ``EvidenceRecord.model_validate`` accepts; False means "ask it".
+def _vouched(fields: tuple, row: object, sig: object, line_offset: object) -> bool:
+    """True only if the record ``_record`` makes of these is one ``EvidenceRecord`` accepts.
 
-    ``trusted`` is (stream, source class, source file, recorded_at) as ``_constants_valid``
-    accepted them, once per builder; the record must carry exactly those, and everything that
-    depends on the row is checked here.
+    False means "ask pydantic". What this does not look at is fixed by ``_record`` itself:
+    schema_version 1, the key sets, an id of ``stream:`` + 20 characters, the builder's
+    constants (``_constants_valid``), datetimes written by ``_iso``, and the keys of ``raw``
+    (a JSON object's keys are strings).
     """
-    stream, source_class, source_file, recorded_iso = trusted
-    if record.keys() != _RECORD_KEYS or type(record["schema_version"]) is not int or record["schema_version"] != 1:
+    source_id, task_id, event_at, prompt, response, content, markers = fields
+    if type(event_at) is not datetime or type(row) is not dict or type(markers) is not dict:
         return False
-    if record["stream"] != stream or record["source_class"] != source_class:
-        return False
-    record_id = record["id"]
-    if type(record_id) is not str or not record_id:
-        return False
-    for key in ("source_id", "task_id", "prompt", "response", "content"):
-        value = record[key]
+    for value in (source_id, task_id, prompt, response, content):
         if value is not None and type(value) is not str:
             return False
-    if not _is_iso_z(record["event_at"]):
+    if type(line_offset) is not int or line_offset < 0:
         return False
-    raw = record["raw"]
-    if type(raw) is not dict or not all(type(key) is str for key in raw):
-        return False
-    markers = record["markers"]
-    if type(markers) is not dict:
+    if type(sig) is not str or len(sig) != 64 or sig.strip(_HEX):  # pattern ^[0-9a-f]{64}$
         return False
     for key, value in markers.items():
+        if value is None:  # dropped by _record
+            continue
         check = _MARKER_CHECKS.get(key)
         if check is None:
             return False
-        if value is None:
-            continue
         if type(check) is type:
             if type(value) is not check:
                 return False
         elif not check(value):
             return False
-    provenance = record["provenance"]
-    if type(provenance) is not dict or provenance.keys() != _PROVENANCE_KEYS:
-        return False
-    line_offset = provenance["line_offset"]
-    sig = provenance["sig_hash"]
-    return (
-        type(line_offset) is int
-        and line_offset >= 0
-        and type(sig) is str
-        and _SIG.fullmatch(sig) is not None
-        and provenance["source_file"] == source_file
-        and provenance["recorded_at"] == recorded_iso
-    )
+    return True
 
 
-__all__ = ["EvidenceBuilder", "RowError", "build_evidence", "evidence_id", "is_score_ready", "proven_valid"]
+__all__ = ["EvidenceBuilder", "RowError", "build_evidence", "evidence_id", "is_score_ready", "score_ready_check"]

@@ -5,7 +5,7 @@ caller decides what is malformed and the offset stays exact for provenance round
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +68,17 @@ def iter_raw_lines(path: Path, start: int = 0, max_line_bytes: int | None = None
 
 
 def iter_raw_line_tuples(
-    path: Path, start: int = 0, max_line_bytes: int | None = None, chunk_size: int = _CHUNK
+    path: Path,
+    start: int = 0,
+    max_line_bytes: int | None = None,
+    chunk_size: int = _CHUNK,
+    on_chunk: Callable[[bytes], object] | None = None,
 ) -> Iterator[tuple[int, bytes, bool, int]]:
     """``iter_raw_lines`` as plain ``(offset, data, terminated, end)`` tuples, for hot loops.
 
     Same lines, same bytes, same offsets; a line that lies inside one read is sliced out of it
-    directly instead of being assembled in a buffer.
+    directly instead of being assembled in a buffer. ``on_chunk`` sees every block of bytes as
+    it is read, in order, from ``start`` to the end of the file (to hash them on the way).
     """
     limit = max_line_bytes
     with open(path, "rb") as handle:
@@ -85,6 +90,8 @@ def iter_raw_line_tuples(
             chunk = handle.read(chunk_size)
             if not chunk:
                 break
+            if on_chunk is not None:
+                on_chunk(chunk)
             lines = chunk.split(b"\n")
             last = len(lines) - 1
             pos = base
