@@ -413,3 +413,46 @@ def test_an_inherited_row_from_many_parents_reports_the_full_count() -> None:
     assert run.category == "accepted"
     assert len(run.parent_ids) == MAX_PARENT_IDS
     assert run.reasons == ["inherited accepted from 20 verdict-bearing parent(s) via task_id=T1"]
+
+
+# --- the stage's fast line is the validated model's line ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2026-04-27T03:00:00Z",
+        "2026-04-27T03:00:00.645000Z",
+        "2026-04-27T03:00:00.000001+00:00",
+        "2026-04-27T03:00:00.5+05:30",
+        "2026-04-27T03:00:00-00:30",
+        "2026-04-27T03:00:00",  # naive: kept naive by the model, and so by the fast line
+        "1999-12-31 23:59:59Z",
+        1788566657,
+    ],
+)
+@pytest.mark.parametrize("line_offset", [0, 2**63 - 1])
+def test_scored_line_is_byte_for_byte_the_dumped_scored_run(when: object, line_offset: int) -> None:
+    from distillation_pipeline.lib.jsonl import dumps_line
+    from distillation_pipeline.scoring.lines import parse_evidence, scored_line
+    from distillation_pipeline.scoring.rules import stamp
+
+    parents = ParentIndex()
+    parents.add("scrum_reviews:aaa", "accepted", "T1")
+    parents.add("audits:bbb", "rejected", "T1")
+    for stream, markers, task_id in [
+        ("scrum_reviews", {"accepted_on_attempt": 4}, "T1"),
+        ("distilled_facts", {}, "T1"),  # conflicting parents: two parent ids, several reasons
+        ("distilled_facts", {}, None),  # orphan, task_id null
+        ("mode_experiments", {"latency_ms": 200_000, "grounded_fraction": 0.3}, "T2"),
+    ]:
+        record = make_evidence(stream, markers, task_id=task_id)
+        data = record.model_dump(mode="json")
+        data["event_at"] = when
+        data["provenance"]["recorded_at"] = when
+        data["provenance"]["line_offset"] = line_offset
+        line = dumps_line(data).rstrip(b"\n")
+        evidence = parse_evidence(line, stream, "x.jsonl", 1)
+        judgement = judge_record(evidence, parents)
+        expected = dumps_line(stamp(evidence, judgement, SCORER_VERSION).model_dump(mode="json"))
+        assert scored_line(evidence, judgement, SCORER_VERSION) == expected

@@ -4,6 +4,7 @@ model ledger, conservation, idempotence, bit-stability and the text report."""
 import hashlib
 import itertools
 import os
+import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -331,3 +332,280 @@ def test_render_table_shows_the_matrix_and_the_specific_share(substrate: tuple[L
     assert list(rows)[:3] == ["scrum_reviews", "observer_reviews", "audits"]  # spec order
     assert "specific category: 10/14 (71.4%); needs_human_review: 4/14 (28.6%)" in table
     assert "model_trust: 3 row(s) aggregated into 2 model ledger entries (not scored, never exported)" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# incremental runs: the same bytes and counts as a full rescore of the same evidence
+# ---------------------------------------------------------------------------------------------
+
+RESULT_COUNTS = ("records_in", "records_out", "ledger_rows", "ledger_entries", "matrix", "per_category", "review_reasons")
+
+
+def append_evidence(layout: Layout, records: list[EvidenceRecord]) -> None:
+    """Append records at the end of their partition files, the way collect does on a later run."""
+    for record in records:
+        day = record.event_at
+        path = layout.evidence_dir / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{record.stream}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:
+            handle.write(dumps_line(record.model_dump(mode="json")))
+
+
+def scored_tree(layout: Layout) -> dict[str, bytes]:
+    return {p.relative_to(layout.scored_dir).as_posix(): p.read_bytes() for p in sorted(layout.scored_dir.rglob("*.jsonl"))}
+
+
+def assert_same_as_full_rescore(layout: Layout, result: Any, scorer_version: str = "1.0.0") -> None:
+    """Score a copy of the evidence from scratch (no state, no scored files) and compare."""
+    fresh = Layout.at(layout.root.parent / f"{layout.root.name}-rebuild-{next(_serial)}")
+    shutil.copytree(layout.evidence_dir, fresh.evidence_dir)
+    full = score_evidence_tree(fresh, scorer_version=scorer_version)
+    assert not full.incremental
+    assert scored_tree(layout) == scored_tree(fresh)
+    for name in RESULT_COUNTS:
+        assert getattr(result, name) == getattr(full, name), name
+    assert [layout.relative(p) for p in result.outputs] == [fresh.relative(p) for p in full.outputs]
+
+
+def relative_names(layout: Layout, paths: list[Path]) -> list[str]:
+    return [p.relative_to(layout.scored_dir).as_posix() for p in paths]
+
+
+def test_a_second_run_over_unchanged_evidence_reads_nothing(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    first = score_evidence_tree(layout)
+    assert not first.incremental and first.full_reason == "no score state"
+    assert first.new_records == first.records_in == 17
+    second = score_evidence_tree(layout)
+    assert second.incremental and second.new_records == 0
+    assert_same_as_full_rescore(layout, second)
+
+
+def test_appended_rows_are_scored_alone_and_give_the_full_rescore_bytes(substrate: tuple[Layout, dict]) -> None:
+    layout, named = substrate
+    score_evidence_tree(layout)
+    day3 = datetime(2026, 4, 28, 9, 0, tzinfo=UTC)
+    append_evidence(
+        layout,
+        [
+            ev("scrum_reviews", {"accepted_on_attempt": 2}, task_id="T9", at=DAY2),  # a new parent in a new file
+            ev("distilled_facts", task_id="T9", at=DAY1),  # its child, appended to an old file
+            ev("distilled_facts", task_id="T9", at=day3),  # and one in a new partition
+            ev("auto_apply", {"status": "reverted"}, task_id="T9"),
+            ev("model_trust", {"model": "qwen", "task_kind": "audit", "trust_score": 0.1}, task_id=None),
+        ],
+    )
+    result = score_evidence_tree(layout)
+    assert result.incremental and result.full_reason == ""
+    assert result.new_records == 5  # the ledger re-reads the old model_trust rows, but does not judge them again
+    assert result.files_appended == 2 and result.files_rescored == 0  # day 1 distilled_facts, day 2 auto_apply
+    assert result.ledger_rows == 4
+    assert_same_as_full_rescore(layout, result)
+    assert by_id(layout)[named["fact_T3"].id].category == "partially_accepted"  # untouched rows keep their verdict
+
+
+def test_a_new_verdict_row_flips_old_extraction_rows_in_files_that_did_not_change(substrate: tuple[Layout, dict]) -> None:
+    layout, named = substrate
+    score_evidence_tree(layout)
+    day1_facts = layout.scored_dir / "2026" / "04" / "26" / "distilled_facts.jsonl"
+    before = day1_facts.read_bytes()
+    append_evidence(
+        layout,
+        [
+            ev("observer_reviews", {"verdict": "reject"}, task_id="T3"),  # T3 had one partial parent: now a conflict
+            ev("scrum_reviews", {"accepted_on_attempt": 1}, task_id="T404", at=DAY1),  # the orphan gets a parent
+            ev("audits", {"severity": "info", "finding_id": "F1"}, task_id="T7"),  # F1's audit fact: rejected vs accepted
+        ],
+    )
+    result = score_evidence_tree(layout)
+    assert result.incremental
+    runs = by_id(layout)
+    assert runs[named["fact_T3"].id].category == "needs_human_review"
+    assert runs[named["fact_T3"].id].reasons[0].startswith("conflicting parents via task_id=T3")
+    assert runs[named["fact_orphan"].id].category == "accepted"
+    assert runs[named["audit_fact"].id].category == "needs_human_review"
+    assert day1_facts.read_bytes() != before  # its evidence file did not change, its verdicts did
+    assert result.files_rescored >= 2  # day 1 distilled_facts and audit_facts, from line 1
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_a_verdict_row_that_changes_no_inherited_judgement_rescores_nothing(substrate: tuple[Layout, dict]) -> None:
+    layout, named = substrate
+    score_evidence_tree(layout)
+    # T1 already conflicts (accepted x2 vs rejected); a parent needing review abstains and is not
+    # named in a conflict's reasons, so no T1 child changes.
+    append_evidence(layout, [ev("observer_reviews", {"verdict": "maybe"}, task_id="T1")])
+    result = score_evidence_tree(layout)
+    assert result.incremental and result.files_rescored == 0 and result.new_records == 1 + 0
+    assert_same_as_full_rescore(layout, result)
+
+
+def _rewrite_middle_line(path: Path, old: bytes, new: bytes) -> None:
+    """Change one line in the middle of a file, keeping its length (what a window check would miss)."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    middle = len(lines) // 2
+    assert 0 < middle < len(lines) - 1 and old in lines[middle]
+    lines[middle] = lines[middle].replace(old, new)
+    path.write_bytes(b"".join(lines))
+    assert path.stat().st_size == len(data)
+
+
+def test_a_rewritten_non_verdict_file_is_rescored_from_line_one(tmp_path: Path) -> None:
+    layout = Layout.at(tmp_path / "root")
+    statuses = ["committed", "committed", "committed", "committed", "committed"]
+    write_evidence(layout, [ev("auto_apply", {"status": s}, task_id=f"T{i}") for i, s in enumerate(statuses)])
+    score_evidence_tree(layout)
+    path = layout.evidence_dir / "2026" / "04" / "27" / "auto_apply.jsonl"
+    _rewrite_middle_line(path, b'"status":"committed"', b'"status":"abandoned"')
+    result = score_evidence_tree(layout)
+    assert result.incremental and result.files_rescored == 1
+    assert result.per_category["needs_human_review"] == 1
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_a_rewritten_verdict_file_means_a_full_rescore(substrate: tuple[Layout, dict]) -> None:
+    layout, named = substrate
+    extra = [ev("audits", {"severity": "high", "finding_id": f"F{i}"}, task_id="T8") for i in range(2, 5)]
+    append_evidence(layout, extra)
+    score_evidence_tree(layout)
+    path = layout.evidence_dir / "2026" / "04" / "27" / "audits.jsonl"
+    _rewrite_middle_line(path, b'"severity":"high"', b'"severity":"info"')  # a rejected parent is now accepted
+    result = score_evidence_tree(layout)
+    assert not result.incremental and result.full_reason == "verdict evidence rewritten: data/evidence/2026/04/27/audits.jsonl"
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_a_stream_collect_rewrote_with_more_rows_is_rescored(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    path = layout.evidence_dir / "2026" / "04" / "27" / "distilled_facts.jsonl"
+    rewritten = [ev("distilled_facts", task_id=t) for t in ("T2", "T1", "T3", "T404", "T4", "T3")]
+    path.unlink()  # collect drops a re-collected stream's files and writes them anew
+    append_evidence(layout, rewritten)
+    result = score_evidence_tree(layout)
+    assert result.incremental and result.files_rescored == 1
+    assert_same_as_full_rescore(layout, result)
+
+
+@pytest.mark.parametrize("stream", ["scrum_reviews", "distilled_facts", "model_trust"])
+def test_a_deleted_partition_gives_the_full_rescore_result(substrate: tuple[Layout, dict], stream: str) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    (layout.evidence_dir / "2026" / "04" / "26" / f"{stream}.jsonl").unlink()
+    result = score_evidence_tree(layout)
+    assert result.incremental == (stream != "scrum_reviews")  # a verdict file gone takes rows out of the index
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_a_hand_edited_scored_file_is_restored(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    target = layout.scored_dir / "2026" / "04" / "27" / "auto_apply.jsonl"
+    target.write_bytes(target.read_bytes().replace(b"accepted", b"rejected"))
+    append_evidence(layout, [ev("auto_apply", {"status": "committed"}, task_id="T5")])  # and the evidence grew
+    result = score_evidence_tree(layout)
+    assert result.incremental and result.files_rescored == 1
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_a_copied_root_keeps_its_state_but_vouches_for_no_scored_file(tmp_path: Path, substrate: tuple[Layout, dict]) -> None:
+    """Evidence is verified by content (sha256), scored files only by fingerprint: in a copy
+    every scored file is another inode, so every file is scored again, and none rewritten."""
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    copy = Layout.at(tmp_path / "copied")
+    shutil.copytree(layout.root / "data", copy.root / "data")
+    result = score_evidence_tree(copy)
+    assert result.incremental and result.files_written == 0
+    assert result.new_records == result.records_out and result.files_rescored == 9
+    assert_same_as_full_rescore(copy, result)
+    assert score_evidence_tree(copy).new_records == 0
+
+
+def _state_file(layout: Layout) -> Path:
+    return layout.score_state_dir / "state.json"
+
+
+def _corrupt_index_entry(data: bytes) -> bytes:
+    state = orjson.loads(data)
+    state["parents"]["task_id"]["T3"] = "{not json"
+    return orjson.dumps(state)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: None, "no score state"),
+        (lambda data: b"\x00garbage", "score state unreadable"),
+        (lambda data: data[: len(data) // 2], "score state unreadable"),
+        (lambda data: b'{"state_version": 1, "files": []}', "scorer_version changed"),
+        (lambda data: data.replace(b'"state_version":1', b'"state_version":99'), "score state from another state version"),
+        (lambda data: data.replace(b'"files":{', b'"files":{"x":{"bogus":1},'), "score state corrupt"),
+        (_corrupt_index_entry, "score state corrupt (parent index entry task_id=T3"),
+    ],
+)
+def test_a_missing_corrupt_or_foreign_state_means_a_full_rescore(substrate: tuple[Layout, dict], damage: Any, reason: str) -> None:
+    layout, named = substrate
+    score_evidence_tree(layout)
+    damaged = damage(_state_file(layout).read_bytes())
+    if damaged is None:
+        _state_file(layout).unlink()
+    else:
+        _state_file(layout).write_bytes(damaged)
+    append_evidence(layout, [ev("observer_reviews", {"verdict": "reject"}, task_id="T3")])  # uses the T3 entry
+    result = score_evidence_tree(layout)
+    assert not result.incremental and result.full_reason.startswith(reason)
+    assert by_id(layout)[named["fact_T3"].id].category == "needs_human_review"
+    assert_same_as_full_rescore(layout, result)
+    assert score_evidence_tree(layout).incremental  # and the state is good again
+
+
+def test_a_scorer_version_change_rescores_every_row(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    append_evidence(layout, [ev("auto_apply", {"status": "committed"}, task_id="T5")])
+    result = score_evidence_tree(layout, scorer_version="1.1.0")
+    assert not result.incremental and result.full_reason == "scorer_version changed"
+    assert {run.scorer_version for run in by_id(layout).values()} == {"1.1.0"}
+    assert_same_as_full_rescore(layout, result, scorer_version="1.1.0")
+
+
+def test_a_run_that_dies_while_replacing_files_leaves_no_state_and_the_next_run_repairs(
+    substrate: tuple[Layout, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    append_evidence(layout, [ev("observer_reviews", {"verdict": "reject"}, task_id="T3"), ev("distilled_facts", task_id="T3")])
+    real_replace = os.replace
+    calls = itertools.count()
+
+    def dying_replace(src: Any, dst: Any) -> None:
+        if next(calls) == 1:
+            raise KeyboardInterrupt("killed between two renames")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("distillation_pipeline.lib.atomic.os.replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        score_evidence_tree(layout)
+    monkeypatch.undo()
+    assert not _state_file(layout).exists(), "a half-replaced tree must not be described by the old state"
+    assert not list(layout.scored_dir.rglob("*.tmp"))
+    result = score_evidence_tree(layout)
+    assert not result.incremental
+    assert_same_as_full_rescore(layout, result)
+
+
+def test_corrupt_appended_evidence_replaces_nothing_and_keeps_the_state(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    before = scored_tree(layout)
+    state = _state_file(layout).read_bytes()
+    append_evidence(layout, [ev("auto_apply", {"status": "committed"}, task_id="T5")])
+    path = layout.evidence_dir / "2026" / "04" / "27" / "distilled_facts.jsonl"
+    path.write_bytes(path.read_bytes() + b"{torn\n")
+    with pytest.raises(EvidenceError, match="distilled_facts.jsonl:5: not JSON"):
+        score_evidence_tree(layout)
+    assert scored_tree(layout) == before and _state_file(layout).read_bytes() == state
+    assert not list(layout.scored_dir.rglob("*.tmp"))

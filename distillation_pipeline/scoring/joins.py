@@ -16,10 +16,16 @@ Decisions:
   parents abstain, the child needs review too ("parents need human review").
 - Any two distinct specific categories disagree, accepted vs partially_accepted included: the
   spec sends disagreement to a human, and we do not grade how far apart the parents are.
+
+What an extraction row inherits depends only on its join key's groups (``key_judgement``), so
+the score stage can persist the index (``to_state`` / ``from_state``) and, when new verdict
+rows arrive, re-score only the rows whose key's judgement changed.
 """
 
 from bisect import insort
 from collections.abc import Mapping
+
+import orjson
 
 from distillation_pipeline.evidence.streams import STREAMS
 from distillation_pipeline.schemas import CATEGORIES
@@ -30,6 +36,14 @@ from distillation_pipeline.scoring.judgement import REVIEW, Judgement, judged
 MAX_PARENT_IDS = 8
 
 FINDING_JOINED_STREAMS = frozenset({"audit_facts"})
+
+# The two join namespaces, spelled as in the reasons ("via task_id=T1").
+TASK = "task_id"
+FINDING = "finding_id"
+
+
+class IndexStateError(ValueError):
+    """A stored parent index entry that does not decode: the score state is corrupt."""
 
 
 def is_parent_stream(stream: str) -> bool:
@@ -56,6 +70,15 @@ class ParentRefs:
             insort(self.ids, evidence_id)
             self.ids.pop()
 
+    def to_state(self) -> list:
+        return [self.count, self.ids]
+
+    @classmethod
+    def from_state(cls, item: list) -> "ParentRefs":
+        refs = cls.__new__(cls)
+        refs.count, refs.ids = item[0], list(item[1])
+        return refs
+
     def describe(self) -> str:
         more = f", +{self.count - len(self.ids)} more" if self.count > len(self.ids) else ""
         return f"{self.count} ({', '.join(self.ids)}{more})"
@@ -65,43 +88,110 @@ ParentGroups = Mapping[str, ParentRefs]  # category -> refs
 
 
 class ParentIndex:
-    """task_id -> category -> refs, and finding_id -> category -> refs, over verdict rows."""
+    """task_id -> category -> refs, and finding_id -> category -> refs, over verdict rows.
 
-    __slots__ = ("by_task", "by_finding", "parents")
+    An index loaded from the score state keeps each key's groups packed (one JSON string per
+    key) until a row looks the key up or adds to it: an incremental run touches a few keys of
+    hundreds of thousands, and unpacking them all would cost more than the run.
+    """
+
+    __slots__ = ("by_task", "by_finding", "parents", "_judged", "_packed")
 
     def __init__(self) -> None:
         self.by_task: dict[str, dict[str, ParentRefs]] = {}
         self.by_finding: dict[str, dict[str, ParentRefs]] = {}
         self.parents = 0
+        # (namespace, key) -> what a row joining there inherits; many rows share a key, and the
+        # reasons are built from the groups, so it is worth computing once per key.
+        self._judged: dict[tuple[str, str], Judgement] = {}
+        self._packed: dict[str, dict[str, str]] = {TASK: {}, FINDING: {}}  # namespace -> key -> JSON
 
     def add(self, evidence_id: str, category: str, task_id: str | None, finding_id: str | None = None) -> None:
         """Record one verdict-bearing row. ``finding_id`` only for audits rows."""
+        if self._judged:
+            self._judged.clear()
         self.parents += 1
         if task_id is not None:
-            self.by_task.setdefault(task_id, {}).setdefault(category, ParentRefs()).add(evidence_id)
+            self._groups(TASK, task_id, create=True).setdefault(category, ParentRefs()).add(evidence_id)  # type: ignore[union-attr]
         if finding_id is not None:
-            self.by_finding.setdefault(finding_id, {}).setdefault(category, ParentRefs()).add(evidence_id)
+            self._groups(FINDING, finding_id, create=True).setdefault(category, ParentRefs()).add(evidence_id)  # type: ignore[union-attr]
+
+    def groups(self, namespace: str) -> dict[str, dict[str, ParentRefs]]:
+        return self.by_task if namespace == TASK else self.by_finding
+
+    def _groups(self, namespace: str, key: str, create: bool = False) -> dict[str, ParentRefs] | None:
+        unpacked = self.groups(namespace)
+        found = unpacked.get(key)
+        if found is None:
+            packed = self._packed[namespace].pop(key, None)
+            if packed is not None:
+                try:
+                    found = {c: ParentRefs.from_state(item) for c, item in orjson.loads(packed).items()}
+                except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError) as exc:
+                    raise IndexStateError(f"parent index entry {namespace}={key}: {exc}") from None
+                unpacked[key] = found
+            elif create:
+                found = unpacked[key] = {}
+        return found
+
+    def to_state(self) -> dict:
+        """Plain JSON data: {"parents": n, namespace: {key: packed groups}}."""
+        out: dict = {"parents": self.parents}
+        for namespace in (TASK, FINDING):
+            packed = dict(self._packed[namespace])
+            for key, groups in self.groups(namespace).items():
+                packed[key] = orjson.dumps({c: refs.to_state() for c, refs in groups.items()}).decode()
+            out[namespace] = packed
+        return out
+
+    @classmethod
+    def from_state(cls, data: dict) -> "ParentIndex":
+        index = cls()
+        index.parents = data["parents"]
+        for namespace in (TASK, FINDING):
+            packed = data[namespace]
+            if not isinstance(packed, dict):
+                raise TypeError(f"parent index {namespace}: not an object")
+            index._packed[namespace] = packed
+        return index
+
+
+
+
+def join_key(stream: str, task_id: str | None, finding_id: str | None) -> tuple[str, str] | None:
+    """(namespace, key) an extraction row of ``stream`` joins on, or None if it has none."""
+    if stream in FINDING_JOINED_STREAMS:
+        return (FINDING, finding_id) if finding_id is not None else None
+    return (TASK, task_id) if task_id is not None else None
+
+
+def key_judgement(parents: ParentIndex, namespace: str, key: str) -> Judgement:
+    """What every extraction row joining on ``key`` inherits (it does not depend on the stream)."""
+    cached = parents._judged.get((namespace, key))
+    if cached is not None:
+        return cached
+    groups = parents._groups(namespace, key)
+    text = f"{namespace}={key}"
+    if not groups:
+        if namespace == FINDING:
+            judgement = judged(REVIEW, "orphan", f"no parent: no audits row with {text}")
+        else:
+            judgement = judged(REVIEW, "orphan", f"no parent: no verdict-bearing row with {text}")
+    else:
+        judgement = _agree(groups, text)
+    parents._judged[(namespace, key)] = judgement
+    return judgement
 
 
 def inherit(stream: str, task_id: str | None, finding_id: str | None, parents: ParentIndex | None) -> Judgement:
     """The category an extraction row inherits, or needs_human_review saying why not."""
     if parents is None:
         return judged(REVIEW, "no_parent_index", "no parent index supplied")
-    if stream in FINDING_JOINED_STREAMS:
-        if finding_id is None:
-            return judged(REVIEW, "orphan", f"no parent: {stream} row has no finding_id")
-        key = f"finding_id={finding_id}"
-        groups = parents.by_finding.get(finding_id)
-        if not groups:
-            return judged(REVIEW, "orphan", f"no parent: no audits row with {key}")
-    else:
-        if task_id is None:
-            return judged(REVIEW, "orphan", f"no parent: {stream} row has no task_id")
-        key = f"task_id={task_id}"
-        groups = parents.by_task.get(task_id)
-        if not groups:
-            return judged(REVIEW, "orphan", f"no parent: no verdict-bearing row with {key}")
-    return _agree(groups, key)
+    joined = join_key(stream, task_id, finding_id)
+    if joined is None:
+        missing = FINDING if stream in FINDING_JOINED_STREAMS else TASK
+        return judged(REVIEW, "orphan", f"no parent: {stream} row has no {missing}")
+    return key_judgement(parents, *joined)
 
 
 def _agree(groups: ParentGroups, key: str) -> Judgement:

@@ -272,7 +272,9 @@ def judge_record(evidence: EvidenceRecord, parents: ParentIndex | None = None) -
             "class_mismatch",
             f"source_class={evidence.source_class}: stream {evidence.stream} is {expected_class} class",
         )
-    return judge(evidence.stream, dict(evidence.markers), evidence.response, evidence.task_id, parents)
+    # The model's own field dict: the same mapping dict(markers) would copy, without the copy
+    # (rules only read it).
+    return judge(evidence.stream, evidence.markers.__dict__, evidence.response, evidence.task_id, parents)
 
 
 def stamp(evidence: EvidenceRecord, judgement: Judgement, scorer_version: str) -> ScoredRun:

@@ -1,18 +1,41 @@
 """Stage ``score``: the evidence tree in, ``data/scored-runs/`` and the model ledger out.
 
-Two streaming passes over ``data/evidence/YYYY/MM/DD/<stream>.jsonl``:
+Every evidence line of ``data/evidence/YYYY/MM/DD/<stream>.jsonl`` gets exactly one scored line
+in the mirror file ``data/scored-runs/YYYY/MM/DD/<stream>.jsonl``, in the same order, so
+consumers can zip the two files. model_trust files are the exception: their rows go to the
+model ledger and get no scored file (see ``ledger.py``); they are counted as ``ledger_rows``, so
+``records_in == records_out + ledger_rows``.
 
-1. the verdict-stream files only, to build the parent index the extraction rows join on
-   (a join may cross partitions, so it needs the whole tree first);
-2. every file, in relative-path order: each evidence line gets exactly one scored line in the
-   mirror file ``data/scored-runs/YYYY/MM/DD/<stream>.jsonl``, in the same order, so consumers
-   can zip the two files. model_trust files are the exception: their rows go to the model ledger
-   and get no scored file (see ``ledger.py``); they are counted as ``ledger_rows``, so
-   ``records_in == records_out + ledger_rows``.
+One read of each file, in three groups: verdict-stream files first (their rows are judged
+without the parent index and build it as they go), then the other non-extraction files, then the
+extraction files, which inherit from the finished index (``joins.py``). Each line is validated
+once (``lines.parse_evidence``).
 
-Only one file's output is held in memory at a time. A file is replaced only when its bytes
-change (mtimes of unchanged files stay), atomically; scored files whose evidence file is gone
-are removed. ``dry_run`` computes everything and touches nothing.
+Incremental runs. ``state.py`` keeps, per evidence file, how many bytes and lines were scored
+and the sha256 of those bytes, plus the parent index and each extraction file's join keys. The
+evidence collect writes only grows by whole lines appended at the end, or is rewritten whole
+when a stream is re-collected. So, per file:
+
+- stat fingerprint unchanged, mirror unchanged -> nothing to read;
+- otherwise the first ``bytes`` of the file are hashed: equal -> only the appended lines are
+  scored, and the mirror becomes its old bytes plus theirs; different (rewritten, shrunk) ->
+  the file is scored from its first line;
+- a scored file that is not the one we wrote (fingerprint) is rewritten from line 1.
+
+New verdict rows update the stored index. A join key whose inherited judgement they change
+(``joins.key_judgement`` before vs after) sends every extraction file using that key back to
+line 1, so the result equals a full rebuild. A verdict file that was rewritten or removed would
+take rows out of the index, which the stored counts cannot undo exactly: that, a
+``scorer_version`` or scorer code change, and a missing or unreadable state all mean a full
+rescore (the state is a cache, never the truth). The model ledger is rebuilt from the model_trust
+files whenever one of them changed. Counts in the result always describe the whole tree.
+
+Writes: scored files and the ledger are replaced only when their bytes change (mtimes of
+unchanged files stay), all through one ``BatchedReplace`` (temporary siblings, one sync, renames,
+one sync), so a run that fails on corrupt evidence replaces nothing, and a kill leaves each
+file old or new. The state file is removed before the first rename and written after the last.
+Scored files whose evidence file is gone are removed. ``dry_run`` computes everything and
+touches nothing.
 
 Evidence is our own validated output. A line that is not a valid ``EvidenceRecord`` (or sits in
 another stream's file) means the tree is corrupt, and a scored file that no longer lines up
@@ -20,28 +43,38 @@ with its evidence would be worse than none: the stage stops with ``EvidenceError
 file and line, instead of skipping it.
 """
 
+import contextlib
+import gc
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from pydantic import ValidationError
-
-from distillation_pipeline.lib.atomic import atomic_write_bytes
-from distillation_pipeline.lib.jsonl import dumps_line
+from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
-from distillation_pipeline.scoring.joins import ParentIndex, is_parent_stream
-from distillation_pipeline.scoring.judgement import REVIEW
+from distillation_pipeline.scoring.joins import (
+    FINDING,
+    FINDING_JOINED_STREAMS,
+    TASK,
+    IndexStateError,
+    ParentIndex,
+    is_parent_stream,
+    join_key,
+    key_judgement,
+)
+from distillation_pipeline.scoring.judgement import REVIEW, Judgement
 from distillation_pipeline.scoring.ledger import LedgerBuilder, LedgerError, ledger_bytes
+from distillation_pipeline.scoring.lines import EvidenceError, LedgerView, parse_evidence, scored_line, split_lines
 from distillation_pipeline.scoring.report import render_matrix
-from distillation_pipeline.scoring.rules import SCORER_VERSION, judge_record, stamp, stream_class
+from distillation_pipeline.scoring.rules import SCORER_VERSION, judge_record, stream_class
+from distillation_pipeline.scoring.state import FileState, LedgerState, ScoreState, code_fingerprint, fingerprint, fingerprint_of
 
 PARTITION_GLOB = "*/*/*/*.jsonl"  # YYYY/MM/DD/<stream>.jsonl
+_READ_CHUNK = 1 << 22
 
-
-class EvidenceError(ValueError):
-    """An evidence line the scorer cannot score: the evidence tree is corrupt."""
+__all__ = ["EvidenceError", "ScoreResult", "build_parent_index", "evidence_files", "score_evidence_tree", "scored_path"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,12 @@ class ScoreResult:
     files_written: int  # replaced because their bytes changed (would be, in a dry run)
     files_unchanged: int
     removed: list[Path] = field(default_factory=list)  # stale scored files (would be, in a dry run)
+    # What this run did, as opposed to what the tree holds (the fields above):
+    incremental: bool = False  # False: everything was scored from line 1
+    full_reason: str = ""  # why not incremental ("no score state", "scorer_version changed", ...)
+    new_records: int = 0  # evidence lines parsed and judged by this run
+    files_appended: int = 0  # scored files that got only the appended lines
+    files_rescored: int = 0  # already-scored files scored again from line 1
 
     @property
     def files_removed(self) -> int:
@@ -95,6 +134,11 @@ def evidence_files(layout: Layout) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(layout.evidence_dir).as_posix())
 
 
+def _rel(layout: Layout, path: Path) -> str:
+    """``layout.relative`` for paths the stage listed under the root itself (no resolve needed)."""
+    return path.relative_to(layout.root).as_posix()
+
+
 def scored_path(layout: Layout, evidence_file: Path) -> Path:
     return layout.scored_dir / evidence_file.relative_to(layout.evidence_dir)
 
@@ -103,36 +147,77 @@ def is_ledger_stream(stream: str) -> bool:
     return stream_class(stream) == "ledger"
 
 
+def is_extraction_stream(stream: str) -> bool:
+    return stream_class(stream) == "extraction"
+
+
 def iter_evidence(layout: Layout, path: Path) -> Iterator[EvidenceRecord]:
     """Every line of one evidence file as a validated record, or ``EvidenceError``."""
-    stream = path.stem
     where = layout.relative(path)
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                record = EvidenceRecord.model_validate(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise EvidenceError(f"{where}:{number}: not JSON ({exc})") from None
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(part) for part in first["loc"]) or "record"
-                raise EvidenceError(f"{where}:{number}: not an EvidenceRecord ({loc}: {first['msg']})") from None
-            if record.stream != stream:
-                raise EvidenceError(f"{where}:{number}: a {record.stream} record in the {stream} file")
-            yield record
+    for number, line in enumerate(split_lines(path.read_bytes()), start=1):
+        yield parse_evidence(line, path.stem, where, number)
+
+
+def audit_finding(record: EvidenceRecord) -> str | None:
+    """The finding an audits row is a parent for (its finding_id, else its own id)."""
+    return (record.markers.finding_id or record.source_id) if record.stream == "audits" else None
 
 
 def build_parent_index(layout: Layout, files: list[Path]) -> ParentIndex:
-    """Pass 1: every verdict row's category, by task_id and (audits) by finding_id."""
+    """Every verdict row's category, by task_id and (audits) by finding_id."""
     index = ParentIndex()
     for path in files:
-        if not is_parent_stream(path.stem):
-            continue
-        for record in iter_evidence(layout, path):
-            judgement = judge_record(record)
-            finding_id = (record.markers.finding_id or record.source_id) if record.stream == "audits" else None
-            index.add(record.id, judgement.category, record.task_id, finding_id)
+        if is_parent_stream(path.stem):
+            for record in iter_evidence(layout, path):
+                index.add(record.id, judge_record(record).category, record.task_id, audit_finding(record))
     return index
+
+
+# ---------------------------------------------------------------------------------------------
+# what is already scored
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Known:
+    """How much of an evidence file the state vouches for."""
+
+    prefix_ok: bool = False  # the state's bytes are still the first bytes of the file
+    unchanged: bool = False  # and nothing was appended (or the fingerprint says so)
+    mirror_ok: bool = False  # the scored file is the one we wrote
+    hasher: "hashlib._Hash | None" = None  # sha256 over the state's bytes, when we read them
+
+
+def _prefix_hasher(path: Path, length: int) -> tuple["hashlib._Hash", bytes]:
+    """sha256 over the first ``length`` bytes of ``path``, and its last byte."""
+    digest = hashlib.sha256()
+    last = b""
+    remaining = length
+    with open(path, "rb") as handle:
+        while remaining > 0:
+            chunk = handle.read(min(remaining, _READ_CHUNK))
+            if not chunk:
+                break
+            digest.update(chunk)
+            last = chunk[-1:]
+            remaining -= len(chunk)
+    return digest, last if not remaining else b""
+
+
+def check_known(path: Path, mirror: Path | None, prev: FileState | None) -> Known:
+    if prev is None:
+        return Known()
+    mirror_ok = mirror is None or fingerprint_of(mirror) == prev.mirror
+    current = fingerprint_of(path)
+    if current == prev.evidence:
+        return Known(prefix_ok=True, unchanged=True, mirror_ok=mirror_ok)
+    if current is None or current[1] < prev.bytes:
+        return Known(mirror_ok=mirror_ok)
+    hasher, last = _prefix_hasher(path, prev.bytes)
+    # Appending to a file whose scored part did not end with a newline would change its last line.
+    ends_whole = prev.bytes == 0 or last == b"\n"
+    prefix_ok = ends_whole and hasher.hexdigest() == prev.sha256
+    return Known(prefix_ok, prefix_ok and current[1] == prev.bytes, mirror_ok, hasher if prefix_ok else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,13 +225,213 @@ def build_parent_index(layout: Layout, files: list[Path]) -> ParentIndex:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_if_changed(path: Path, data: bytes, dry_run: bool) -> bool:
-    """True if ``path`` does not already hold exactly ``data`` (and, unless dry, now does)."""
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return False
-    if not dry_run:
-        atomic_write_bytes(path, data)
-    return True
+class _Full(Exception):
+    """The state cannot be used for this tree: score everything."""
+
+
+@dataclass
+class _Counts:
+    categories: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, judgement: Judgement) -> None:
+        self.categories[judgement.category] = self.categories.get(judgement.category, 0) + 1
+        if not judgement.is_specific:
+            self.reasons[judgement.code] = self.reasons.get(judgement.code, 0) + 1
+
+
+def _merged(base: dict[str, int], extra: dict[str, int]) -> dict[str, int]:
+    out = dict(base)
+    for key, count in extra.items():
+        out[key] = out.get(key, 0) + count
+    return out
+
+
+class _Run:
+    def __init__(self, layout: Layout, scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace) -> None:
+        self.layout = layout
+        self.scorer_version = scorer_version
+        self.dry_run = dry_run
+        self.state = state
+        self.incremental = state.usable
+        self.parents = state.parents if state.parents is not None else ParentIndex()
+        self.files: dict[str, FileState] = {}  # the new state's files
+        self.batch = batch
+        self.new_ledger = LedgerState()
+        self.touched: dict[tuple[str, str], Judgement] = {}  # join key -> its judgement before this run
+        self.restat: list[tuple[str, Path]] = []  # scored files whose fingerprint to record after commit
+        self.written = self.unchanged = self.new_records = self.appended = self.rescored = 0
+        self.outputs: list[Path] = []
+
+    # --- per file ----------------------------------------------------------------------------
+
+    def score_file(self, path: Path, known: Known, changed_keys: set[str]) -> None:
+        """Score what is new in one non-ledger file and stage its scored file if it changed."""
+        rel = _rel(self.layout, path)
+        prev = self.state.files.get(rel)
+        target = scored_path(self.layout, path)
+        self.outputs.append(target)
+        stream = path.stem
+        extraction = is_extraction_stream(stream)
+        uses_changed_key = extraction and prev is not None and not changed_keys.isdisjoint(prev.keys)
+        keep = prev is not None and known.prefix_ok and known.mirror_ok and not uses_changed_key
+        if keep and known.unchanged:
+            self.files[rel] = prev
+            self.unchanged += 1
+            return
+        start = prev.bytes if keep else 0
+        first_line = prev.lines if keep else 0
+        # Rows before ``index_from`` are in the stored index already (their bytes are verified).
+        index_from = prev.lines if (self.incremental and prev is not None and known.prefix_ok) else 0
+        data, stat, hasher = self._read(path, start, known.hasher if keep else None)
+        lines = split_lines(data)
+        counts = _Counts()
+        keys: set[str] = set(prev.keys) if keep else set()
+        chunks = self._score_lines(path, lines, first_line, index_from, counts, keys)
+        self.new_records += len(lines)
+        total_lines = first_line + len(lines)
+        self.files[rel] = FileState(
+            bytes=start + len(data),
+            lines=total_lines,
+            sha256=hasher.hexdigest(),
+            evidence=fingerprint(stat),
+            mirror=None,
+            categories=_merged(prev.categories, counts.categories) if keep else counts.categories,
+            reasons=_merged(prev.reasons, counts.reasons) if keep else counts.reasons,
+            keys=sorted(keys) if extraction else [],
+        )
+        payload = b"".join(chunks)
+        if keep:
+            if chunks:
+                self.appended += 1
+                self._stage(target, payload, prefix_of=target, prefix_length=prev.mirror[1])  # type: ignore[index]
+            else:
+                self.unchanged += 1
+        else:
+            if prev is not None:
+                self.rescored += 1
+            if self._differs(target, payload):
+                self._stage(target, payload)
+            else:
+                self.unchanged += 1
+        self.restat.append((rel, target))
+
+    def _read(self, path: Path, start: int, hasher: "hashlib._Hash | None") -> tuple[bytes, os.stat_result, "hashlib._Hash"]:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            handle.seek(start)
+            data = handle.read(stat.st_size - start)
+        if hasher is None:
+            hasher = hashlib.sha256()
+        hasher.update(data)
+        return data, stat, hasher
+
+    def _score_lines(
+        self, path: Path, lines: list[bytes], first_line: int, index_from: int, counts: _Counts, keys: set[str]
+    ) -> list[bytes]:
+        stream = path.stem
+        where = _rel(self.layout, path)
+        parents = self.parents
+        version = self.scorer_version
+        parent_stream = is_parent_stream(stream)
+        extraction = is_extraction_stream(stream)
+        finding_joined = stream in FINDING_JOINED_STREAMS
+        chunks = []
+        for number, line in enumerate(lines, start=first_line + 1):
+            record = parse_evidence(line, stream, where, number)
+            judgement = judge_record(record, parents)
+            chunks.append(scored_line(record, judgement, version))
+            counts.add(judgement)
+            if parent_stream and number > index_from:
+                self._add_parent(record, judgement)
+            elif extraction:
+                joined = join_key(stream, record.task_id, record.markers.finding_id if finding_joined else None)
+                if joined is not None:
+                    keys.add(f"{joined[0]}={joined[1]}")
+        return chunks
+
+    def _add_parent(self, record: EvidenceRecord, judgement: Judgement) -> None:
+        finding = audit_finding(record)
+        if self.incremental:
+            # Remember what rows joining here inherited before, to tell later whether it changed.
+            for joined in ((TASK, record.task_id), (FINDING, finding)):
+                if joined[1] is not None and joined not in self.touched:
+                    self.touched[joined] = key_judgement(self.parents, *joined)  # type: ignore[arg-type]
+        self.parents.add(record.id, judgement.category, record.task_id, finding)
+
+    def changed_keys(self) -> set[str]:
+        return {
+            f"{namespace}={key}"
+            for (namespace, key), before in self.touched.items()
+            if key_judgement(self.parents, namespace, key) != before
+        }
+
+    # --- the ledger --------------------------------------------------------------------------
+
+    def ledger(self, paths: list[Path], knowns: dict[Path, Known]) -> tuple[int, int]:
+        """(ledger rows, entries): rebuilt from every model_trust file if any of them changed."""
+        target = self.layout.model_ledger
+        self.outputs.append(target)
+        previous = self.state.ledger
+        rels = [_rel(self.layout, p) for p in paths]
+        stored = {rel for rel in self.state.files if Path(rel).stem == "model_trust"}
+        if (
+            self.incremental
+            and previous is not None
+            and stored == set(rels)
+            and all(knowns[p].unchanged for p in paths)
+            and fingerprint_of(target) == previous.file
+        ):
+            for rel in rels:
+                self.files[rel] = self.state.files[rel]
+            self.unchanged += 1
+            self.new_ledger = previous
+            return previous.rows, previous.entries
+        builder = LedgerBuilder()
+        for path, rel in zip(paths, rels, strict=True):
+            data, stat, hasher = self._read(path, 0, None)
+            lines = split_lines(data)
+            where = _rel(self.layout, path)
+            prev = self.state.files.get(rel)
+            validated = prev.lines if (self.incremental and prev is not None and knowns[path].prefix_ok) else 0
+            for number, line in enumerate(lines, start=1):
+                if number <= validated:
+                    record = LedgerView.model_validate_json(line)
+                else:
+                    record = parse_evidence(line, path.stem, where, number)
+                    self.new_records += 1
+                markers = record.markers
+                try:
+                    builder.add(
+                        record.id, markers.model, markers.task_kind, markers.trust_score,
+                        record.event_at, markers.window_start, markers.window_end,
+                    )  # fmt: skip
+                except LedgerError as exc:
+                    raise EvidenceError(f"{where}: {exc}") from None
+            self.files[rel] = FileState(bytes=len(data), lines=len(lines), sha256=hasher.hexdigest(), evidence=fingerprint(stat))
+        entries = builder.entries()
+        payload = ledger_bytes(entries)
+        if self._differs(target, payload):
+            self._stage(target, payload)
+        else:
+            self.unchanged += 1
+        self.new_ledger = LedgerState(rows=builder.rows, entries=len(entries))
+        return builder.rows, len(entries)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _differs(self, target: Path, data: bytes) -> bool:
+        try:
+            if target.stat().st_size != len(data):
+                return True
+        except OSError:
+            return True
+        return target.read_bytes() != data
+
+    def _stage(self, target: Path, data: bytes, prefix_of: Path | None = None, prefix_length: int = 0) -> None:
+        self.written += 1
+        if not self.dry_run:
+            self.batch.stage(target, data, prefix_of, prefix_length)
 
 
 def _stale_scored_files(layout: Layout, expected: set[Path]) -> list[Path]:
@@ -166,80 +451,145 @@ def _remove(layout: Layout, paths: list[Path]) -> None:
             parent = parent.parent
 
 
-def score_evidence_tree(layout: Layout, scorer_version: str = SCORER_VERSION, dry_run: bool = False) -> ScoreResult:
-    files = evidence_files(layout)
-    parents = build_parent_index(layout, files)
+def _kind(path: Path) -> int:
+    """Processing order: verdict files build the index, extraction files need it finished."""
+    if is_parent_stream(path.stem):
+        return 0
+    if is_extraction_stream(path.stem):
+        return 2
+    return 1
 
-    ledger = LedgerBuilder()
+
+def _verify_parent_files(layout: Layout, state: ScoreState, paths: list[Path], knowns: dict[Path, Known]) -> None:
+    """Raise ``_Full`` unless every verdict row the stored index counts is still there, unchanged."""
+    present = {_rel(layout, p) for p in paths}
+    for rel in state.files:
+        if is_parent_stream(Path(rel).stem) and rel not in present:
+            raise _Full(f"verdict evidence removed: {rel}")
+    for path in paths:
+        if is_parent_stream(path.stem) and _rel(layout, path) in state.files and not knowns[path].prefix_ok:
+            raise _Full(f"verdict evidence rewritten: {_rel(layout, path)}")
+
+
+def _run(
+    layout: Layout, files: list[Path], scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace
+) -> tuple[_Run, int, int]:
+    """Score what needs scoring into ``batch``; ``_Full`` if the state cannot be used."""
+    knowns = {
+        path: check_known(path, None if is_ledger_stream(path.stem) else scored_path(layout, path), state.files.get(_rel(layout, path)))
+        for path in files
+    }
+    if state.usable:
+        _verify_parent_files(layout, state, files, knowns)
+    run = _Run(layout, scorer_version, dry_run, state, batch)
+    scored = [p for p in files if not is_ledger_stream(p.stem)]
+    for kind in (0, 1):
+        for path in (p for p in scored if _kind(p) == kind):
+            run.score_file(path, knowns[path], set())
+    changed = run.changed_keys()
+    for path in (p for p in scored if _kind(p) == 2):
+        run.score_file(path, knowns[path], changed)
+    # score_file appends outputs in processing order; receipts list them in path order.
+    run.outputs.sort(key=lambda p: p.relative_to(layout.scored_dir).as_posix())
+    ledger_rows, ledger_entries = run.ledger([p for p in files if is_ledger_stream(p.stem)], knowns)
+    return run, ledger_rows, ledger_entries
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while scoring: the parent index holds ~1M containers at 1M rows, and every
+    full collection walks them all (~8 % of a full run) to find no cycles: the stage makes none."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def score_evidence_tree(layout: Layout, scorer_version: str = SCORER_VERSION, dry_run: bool = False) -> ScoreResult:
+    with _gc_paused():
+        return _score_evidence_tree(layout, scorer_version, dry_run)
+
+
+def _score_evidence_tree(layout: Layout, scorer_version: str, dry_run: bool) -> ScoreResult:
+    if not scorer_version:
+        raise ValueError("scorer_version must not be empty")
+    files = evidence_files(layout)
+    code = code_fingerprint()
+    state = ScoreState.load(layout, scorer_version, code)
+    batch = BatchedReplace(stop_at=layout.scored_dir)
+    try:
+        try:
+            run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch)
+        except (_Full, IndexStateError) as why:
+            batch.discard()
+            state = ScoreState.empty(str(why) if isinstance(why, _Full) else f"score state corrupt ({why})")
+            run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch)
+        stale = _stale_scored_files(layout, set(run.outputs))
+        if not dry_run:
+            if len(batch) or stale:
+                ScoreState.clear(layout)  # from here until the new state is saved, no state describes the tree
+            batch.commit()
+            _remove(layout, stale)
+    except BaseException:
+        batch.discard()  # a corrupt line (or a kill signal) replaces nothing
+        raise
+    changed = run.new_records or run.restat or run.written or stale or set(run.files) != set(state.files)
+    if not dry_run and (changed or not state.usable):
+        _save_state(layout, run, scorer_version, code)
+    return _result(layout, files, run, state, stale, ledger_rows, ledger_entries)
+
+
+def _save_state(layout: Layout, run: _Run, scorer_version: str, code: str) -> None:
+    for rel, target in run.restat:
+        run.files[rel].mirror = fingerprint_of(target)
+    ledger = run.new_ledger
+    ledger.file = fingerprint_of(layout.model_ledger)
+    ScoreState(files=run.files, parents=run.parents, ledger=ledger).save(layout, scorer_version, code)
+
+
+def _result(
+    layout: Layout, files: list[Path], run: _Run, state: ScoreState, stale: list[Path], ledger_rows: int, ledger_entries: int
+) -> ScoreResult:
     matrix: dict[str, dict[str, int]] = {}
     review_reasons: dict[str, int] = {}
-    records_in = records_out = written = unchanged = 0
-    outputs: list[Path] = []
-
+    records_in = records_out = 0
     for path in files:
+        file_state = run.files[_rel(layout, path)]
+        records_in += file_state.lines
         if is_ledger_stream(path.stem):
-            for record in iter_evidence(layout, path):
-                records_in += 1
-                markers = record.markers
-                try:
-                    ledger.add(
-                        record.id,
-                        markers.model,
-                        markers.task_kind,
-                        markers.trust_score,
-                        record.event_at,
-                        markers.window_start,
-                        markers.window_end,
-                    )
-                except LedgerError as exc:
-                    raise EvidenceError(f"{layout.relative(path)}: {exc}") from None
             continue
-        chunks: list[bytes] = []
-        for record in iter_evidence(layout, path):
-            records_in += 1
-            judgement = judge_record(record, parents)
-            run = stamp(record, judgement, scorer_version)  # builds a validated ScoredRun
-            chunks.append(dumps_line(run.model_dump(mode="json")))
-            row = matrix.setdefault(record.stream, dict.fromkeys(CATEGORIES, 0))
-            row[judgement.category] += 1
-            if not judgement.is_specific:
-                review_reasons[judgement.code] = review_reasons.get(judgement.code, 0) + 1
-        records_out += len(chunks)
-        target = scored_path(layout, path)
-        outputs.append(target)
-        if _write_if_changed(target, b"".join(chunks), dry_run):
-            written += 1
-        else:
-            unchanged += 1
-
-    entries = ledger.entries()
-    outputs.append(layout.model_ledger)
-    if _write_if_changed(layout.model_ledger, ledger_bytes(entries), dry_run):
-        written += 1
-    else:
-        unchanged += 1
-
-    stale = _stale_scored_files(layout, set(outputs))
-    if not dry_run:
-        _remove(layout, stale)
-
+        records_out += file_state.lines
+        if file_state.lines:
+            row = matrix.setdefault(path.stem, dict.fromkeys(CATEGORIES, 0))
+            for category, count in file_state.categories.items():
+                row[category] += count
+            for code, count in file_state.reasons.items():
+                review_reasons[code] = review_reasons.get(code, 0) + count
     per_category = dict.fromkeys(CATEGORIES, 0)
     for row in matrix.values():
         for category, count in row.items():
             per_category[category] += count
     return ScoreResult(
-        scorer_version=scorer_version,
-        dry_run=dry_run,
+        scorer_version=run.scorer_version,
+        dry_run=run.dry_run,
         records_in=records_in,
         records_out=records_out,
-        ledger_rows=ledger.rows,
-        ledger_entries=len(entries),
+        ledger_rows=ledger_rows,
+        ledger_entries=ledger_entries,
         matrix=matrix,
         per_category=per_category,
         review_reasons=dict(sorted(review_reasons.items())),
         inputs=files,
-        outputs=outputs,
-        files_written=written,
-        files_unchanged=unchanged,
+        outputs=run.outputs,
+        files_written=run.written,
+        files_unchanged=run.unchanged,
         removed=stale,
+        incremental=state.usable,
+        full_reason=state.why_empty,
+        new_records=run.new_records,
+        files_appended=run.appended,
+        files_rescored=run.rescored,
     )
