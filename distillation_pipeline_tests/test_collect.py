@@ -444,7 +444,7 @@ def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
     assert builder.fast
     moment = datetime(2026, 10, 2, 10, 0, tzinfo=UTC)
     good = ("r1", "task-1", moment, "prompt", "response", None, {"model": "qwen", "accepted_on_attempt": 1, "never_accepted": None})
-    sig = "ab" * 32
+    digest = bytes.fromhex("ab" * 32)
 
     def fields(**changes: object) -> tuple:
         names = ("source_id", "task_id", "event_at", "prompt", "response", "content")
@@ -453,19 +453,19 @@ def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
         markers.update({key.removeprefix("m_"): value for key, value in changes.items()})
         return (*values, markers)
 
-    def outcome(candidate: tuple, row: object = None, sig: object = sig, line_offset: object = 0) -> tuple[bool, bool]:
+    def outcome(candidate: tuple, row: object = None, digest: object = digest, line_offset: object = 0) -> tuple[bool, bool]:
         """(did _vouched accept it, does pydantic accept the record made of it)"""
         row = {"review_id": "r1"} if row is None else row
         builder._fields = lambda _row: candidate
         try:
-            record = builder.build(row, sig, line_offset)
+            record = builder.build(row, digest.hex() if isinstance(digest, bytes) else digest, line_offset)
             EvidenceRecord.model_validate(record)
             valid = True
         except ValidationError:
             valid = False
         except Exception:  # noqa: BLE001 - the record cannot even be made; make() must fail too
             valid = False
-        return _vouched(candidate, row, sig, line_offset), valid
+        return _vouched(candidate, row, digest, line_offset), valid
 
     vouched_and_valid = [
         fields(),
@@ -492,8 +492,8 @@ def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
     ]
     for candidate in refused:
         assert outcome(candidate) == (False, False), candidate
-    assert outcome(fields(), sig="AB" * 32) == (False, False)
-    assert outcome(fields(), sig="ab" * 31) == (False, False)
+    assert outcome(fields(), digest="AB" * 32) == (False, False)
+    assert outcome(fields(), digest=digest[:31]) == (False, False)
     assert outcome(fields(), line_offset=-1) == (False, False)
     # Valid, but not in the exact shape _vouched vouches for: pydantic decides, and accepts.
     for candidate in (fields(m_accepted_on_attempt="2"), fields(m_never_accepted="yes"), fields(m_latency_ms=3), fields(m_model=None)):
@@ -501,9 +501,9 @@ def test_the_fast_validity_check_never_accepts_what_pydantic_refuses() -> None:
     # make() = build() + pydantic whenever _vouched says no.
     builder._fields = lambda _row: fields(m_failure_markers=["a", 1])
     with pytest.raises(ValidationError):
-        builder.make({"review_id": "r1"}, sig, 0)
+        builder.make({"review_id": "r1"}, digest, 0)
     builder._fields = lambda _row: fields(m_accepted_on_attempt="2")
-    assert builder.make({"review_id": "r1"}, sig, 0)["markers"]["accepted_on_attempt"] == "2"
+    assert builder.make({"review_id": "r1"}, digest, 0)["markers"]["accepted_on_attempt"] == "2"
 
 
 def test_a_builder_with_an_unchecked_constant_validates_with_pydantic() -> None:
@@ -513,7 +513,7 @@ def test_a_builder_with_an_unchecked_constant_validates_with_pydantic() -> None:
     builder = EvidenceBuilder("scrum_reviews", "", PIN)
     assert not builder.fast
     with pytest.raises(ValidationError):
-        builder.make(scrum_row("r1"), "ab" * 32, 0)
+        builder.make(scrum_row("r1"), bytes(32), 0)
 
 
 def test_the_committed_prefix_hash_is_the_hash_of_the_consumed_bytes(substrate: Substrate) -> None:

@@ -277,7 +277,7 @@ def _collect_stream(
                 counts.pending_tail_bytes = end - offset
                 break
             consumed = end
-            if not data.strip():
+            if not data or data.isspace():  # = not data.strip(), without copying the line
                 blank_lines += 1
                 continue
             read += 1
@@ -306,7 +306,7 @@ def _collect_stream(
                 deduplicated += 1
                 continue
             try:
-                record = builder.make(row, digest.hex(), offset)
+                record = builder.make(row, digest, offset)
             except RowError as exc:
                 skip(offset, exc.reason, exc.detail)
                 continue

@@ -75,14 +75,16 @@ class EvidenceBuilder:
         """The JSON-mode dict of an EvidenceRecord, unvalidated. Raises RowError for a row that cannot be one."""
         return self._record(self._fields(row), row, sig, line_offset)
 
-    def make(self, row: dict[str, Any], sig: str, line_offset: int) -> dict[str, Any]:
+    def make(self, row: dict[str, Any], digest: bytes, line_offset: int) -> dict[str, Any]:
         """The JSON-mode dict of a valid EvidenceRecord; RowError or ValidationError if there is none.
 
-        ``row`` is a JSON object as ``orjson.loads`` returns it (so its keys are strings).
+        ``row`` is a JSON object as ``orjson.loads`` returns it (so its keys are strings);
+        ``digest`` the raw sha256 of its canonical JSON (``sig_hash`` is its hex form).
         """
         fields = self._fields(row)
+        sig = digest.hex()
         record = self._record(fields, row, sig, line_offset)
-        if not (self.fast and _vouched(fields, row, sig, line_offset)):
+        if not (self.fast and _vouched(fields, row, digest, line_offset)):
             EvidenceRecord.model_validate(record)
         return record
 
@@ -219,7 +221,6 @@ _MARKER_CHECKS: dict[str, Any] = {
     "window_end": _is_datetime,
 }
 assert set(_MARKER_CHECKS) == set(ScoringMarkers.model_fields)
-_HEX = "0123456789abcdef"
 
 
 def _constants_valid(stream: str, source_class: str, source_file: str, recorded_iso: str) -> bool:
@@ -233,7 +234,7 @@ def _constants_valid(stream: str, source_class: str, source_file: str, recorded_
     return True
 
 
-def _vouched(fields: tuple, row: object, sig: object, line_offset: object) -> bool:
+def _vouched(fields: tuple, row: object, digest: object, line_offset: object) -> bool:
     """True only if the record ``_record`` makes of these is one ``EvidenceRecord`` accepts.
 
     False means "ask pydantic". What this does not look at is fixed by ``_record`` itself:
@@ -249,7 +250,7 @@ def _vouched(fields: tuple, row: object, sig: object, line_offset: object) -> bo
             return False
     if type(line_offset) is not int or line_offset < 0:
         return False
-    if type(sig) is not str or len(sig) != 64 or sig.strip(_HEX):  # pattern ^[0-9a-f]{64}$
+    if type(digest) is not bytes or len(digest) != 32:  # its .hex() matches ^[0-9a-f]{64}$
         return False
     for key, value in markers.items():
         if value is None:  # dropped by _record
