@@ -535,3 +535,17 @@ def test_the_committed_prefix_hash_is_the_hash_of_the_consumed_bytes(substrate: 
     consumed, digest = committed()
     assert consumed == path.stat().st_size
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_iso_time_beyond_datetime_range_in_utc_is_a_skip_not_a_crash(substrate: Substrate) -> None:
+    substrate.write_rows(
+        "scrum_reviews",
+        [scrum_row("r1", created_at="0001-01-01T00:00:00+01:00"), scrum_row("r2", created_at="9999-12-31T23:59:59-01:00"), scrum_row("r3")],
+    )
+    substrate.write_rows(
+        "model_trust",
+        [{"model": "m", "task_kind": "k", "trust_score": 0.5, "window_start": "0001-01-01T00:30:00+02:00", "ts": PINNED}],
+    )
+    result = collect(substrate.layout, recorded_at=PIN)
+    assert result.streams["scrum_reviews"].written == 1
+    assert skip_reasons(substrate) == {"bad_timestamp": 2, "schema_violation": 1}

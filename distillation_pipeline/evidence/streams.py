@@ -230,7 +230,7 @@ def _model_trust(row: Mapping[str, Any]) -> TextAndMarkers:
     for key in ("window_start", "window_end"):
         if row.get(key) is not None:
             try:
-                markers[key] = parse_timestamp(row[key])
+                markers[key] = _parse_timestamp(row[key])
             except TimestampError as exc:
                 raise RowError("schema_violation", f"{key}: {exc}") from None
     if markers["model"] is None or markers["task_kind"] is None or markers["trust_score"] is None:
@@ -255,8 +255,21 @@ def _event_time(value: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        return None
     return parsed if _MIN_YEAR <= parsed.year <= _MAX_YEAR else None
+
+
+def _parse_timestamp(value: object) -> datetime:
+    """``parse_timestamp``, but an ISO time whose UTC form falls outside datetime's range
+    (year 1 with a positive offset, year 9999 with a negative one) is a TimestampError too:
+    ``astimezone`` raises OverflowError there, which took the whole collect run down."""
+    try:
+        return parse_timestamp(value)
+    except OverflowError:
+        raise TimestampError(f"timestamp out of range: {str(value)[:64]!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +306,7 @@ class StreamSpec:
                 event_at = _event_time(value) if type(value) is str else None
                 if event_at is None:
                     try:
-                        event_at = parse_timestamp(value)
+                        event_at = _parse_timestamp(value)
                     except TimestampError as exc:
                         raise RowError("bad_timestamp", f"{key}: {exc}") from None
                 break
