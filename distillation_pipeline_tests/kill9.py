@@ -489,6 +489,11 @@ def _windows(root: Path, run: Run, finished: float, locked_at: float | None) -> 
         receipt = orjson.loads(path.read_bytes())
         stages.append((_epoch(receipt["started_at"]) - run.started, _epoch(receipt["finished_at"]) - run.started, receipt["stage"]))
     stages.sort()
+    # The three datasets are exported in one pass and their receipts share its window: one stage.
+    shared = [stage for stage in stages if stage[2].startswith("export-")]
+    if shared and len({(start, end) for start, end, _ in shared}) == 1:
+        stages = [stage for stage in stages if stage not in shared] + [(shared[0][0], shared[0][1], SHARED_EXPORT)]
+        stages.sort()
     summary_at = (run_dir / "summary.json").stat().st_mtime - run.started
     # Startup ends when the run takes the root lock (or, without a lock, when collect starts).
     previous_end = locked_at if locked_at is not None and locked_at < stages[0][0] else stages[0][0]
@@ -521,7 +526,7 @@ def prepare_reference(workdir: Path, launcher: Launcher, rows: int, seed: int, l
         raise RuntimeError(f"the reference run did not complete (exit code {exit_code}, {receipts_written}):\n{tail}")
     windows, order = _windows(ref_root, run, finished, locked_at)
     (run_dir,) = [ref_root / "reports" / "distillation" / name for name in run_dirs(ref_root)]
-    receipts = {p.stem: receipt_fingerprint(p.read_bytes()) for p in run_dir.glob("*.json") if p.stem in order}
+    receipts = {p.stem: receipt_fingerprint(p.read_bytes()) for p in run_dir.glob("*.json") if p.stem in order or p.stem in EXPORT_RECEIPTS}
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     log(f"reference run: exit {exit_code}, {finished - run.started:.1f}s; windows: "
         + ", ".join(f"{w.stage} {w.start_s:.2f}-{w.end_s:.2f}" for w in windows))
@@ -596,8 +601,19 @@ def _stage_done(root: Path, dirs_before: set[str], pid: int, stage: str) -> bool
     new = run_dirs(root) - dirs_before
     if not new:
         return False
-    name = "summary" if stage == "checks+summary" else stage
-    return (root / "reports" / "distillation" / next(iter(new)) / f"{name}.json").exists()
+    run_dir = root / "reports" / "distillation" / next(iter(new))
+    return all((run_dir / f"{name}.json").exists() for name in _receipt_names(stage))
+
+
+SHARED_EXPORT = "export"
+EXPORT_RECEIPTS = ("export-rag", "export-sft", "export-preference")
+
+
+def _receipt_names(stage: str) -> tuple[str, ...]:
+    """The receipts that mark ``stage`` done (the shared export pass writes three)."""
+    if stage == "checks+summary":
+        return ("summary",)
+    return EXPORT_RECEIPTS if stage == SHARED_EXPORT else (stage,)
 
 
 def _observed_stage(root: Path, new_dirs: set[str], pid: int, order: list[str]) -> str:
@@ -608,7 +624,7 @@ def _observed_stage(root: Path, new_dirs: set[str], pid: int, order: list[str]) 
     if not present and not lock_holder(root, pid):
         return "startup"  # never took the root lock: still importing or parsing arguments
     for stage in order:
-        if stage not in present:
+        if not set(_receipt_names(stage)) <= present:
             return stage
     return "checks+summary"
 

@@ -23,7 +23,12 @@ ids = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 @given(st.lists(st.tuples(ids, ids), max_size=200))
 def test_answers_like_a_dict(pairs: list[tuple[str, str]]) -> None:
     index = FirstSeen()
-    assert [index.first(k, v) for k, v in pairs] == reference(pairs)
+    answers = []
+    for key, value in pairs:
+        before = index.get(key)  # looking does not remember
+        answers.append(index.first(key, value))
+        assert before == answers[-1]
+    assert answers == reference(pairs)
     assert len(index) == len({k for k, _ in pairs})
 
 
@@ -47,3 +52,4 @@ def test_fingerprint_collisions_are_told_apart() -> None:
     keys = [CollidingKey(f"k{i}") for i in range(50)]
     assert [index.first(k, f"v{i}") for i, k in enumerate(keys)] == [None] * 50
     assert [index.first(k, "again") for k in keys] == [f"v{i}" for i in range(50)]
+    assert index.get(CollidingKey("never")) is None and index.get(keys[7]) == "v7"

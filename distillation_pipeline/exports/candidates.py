@@ -113,12 +113,13 @@ def input_files(sources: list[SourceFiles]) -> list[Path]:
     return [path for source in sources for path in (source.evidence, source.scored) if path.is_file()]
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) for every non-blank line; nothing for an absent file."""
+def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) for every non-blank line from byte ``start``; nothing for an absent file."""
     if not path.is_file():
         return
-    offset = 0
+    offset = start
     with open(path, "rb") as handle:
+        handle.seek(start)
         for line in handle:
             stripped = line.strip()
             if stripped:

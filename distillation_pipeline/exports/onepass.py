@@ -16,7 +16,7 @@ prompt and response pay once.
 import contextlib
 import hashlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -30,6 +30,15 @@ from distillation_pipeline.exports.candidates import (
     read_position,
 )
 from distillation_pipeline.exports.card import FileStats, remember_stats
+from distillation_pipeline.exports.increments import (
+    FileWindow,
+    PartitionRecord,
+    PrefixCheck,
+    StateReader,
+    StateWriter,
+    code_digest,
+    partition_window,
+)
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import open_outputs
 from distillation_pipeline.exports.result import ExportResult
@@ -37,21 +46,6 @@ from distillation_pipeline.lib.digests import remember_digests
 from distillation_pipeline.lib.layout import Layout
 
 HALLUCINATION_CHECK = "hallucinated_file_path"
-
-
-class Participant(Protocol):
-    """A dataset inside the shared pass (``streaming.RowExport``, ``preference.PreferenceExport``)."""
-
-    result: ExportResult
-    outputs: list[Path]
-    manifest: RepoManifest | None
-    eligible: Callable[[str], bool]
-
-    def open(self, sinks: list[IO[bytes]]) -> None: ...
-    def ineligible(self, stream: str, count: int) -> None: ...
-    def offer(self, item: Candidate | Broken) -> None: ...
-    def finish(self) -> None: ...
-    def card_stats(self) -> list[FileStats]: ...  # per output: rows and mixes as the card counts them
 
 
 class HashingSink:
@@ -73,11 +67,32 @@ class HashingSink:
         return self._digest.hexdigest()
 
 
+class Participant(Protocol):
+    """A dataset inside the shared pass (``streaming.RowExport``, ``preference.PreferenceExport``)."""
+
+    result: ExportResult
+    outputs: list[Path]
+    manifest: RepoManifest | None
+    eligible: Callable[[str], bool]
+
+    def open(self, sinks: list[HashingSink]) -> None: ...
+    def ineligible(self, stream: str, count: int) -> None: ...
+    def offer(self, item: Candidate | Broken) -> None: ...
+    def finish(self) -> None: ...
+    def card_stats(self) -> list[FileStats]: ...  # per output: rows and mixes as the card counts them
+    # incremental runs (exports/increments.py)
+    def begin_partition(self) -> None: ...
+    def can_reuse(self, record: PartitionRecord) -> bool: ...
+    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None: ...
+    def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord: ...
+
+
 def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run: bool) -> dict[str, ExportResult]:
     """Export every participant's dataset in one read of the trees; results by dataset name.
 
     All outputs are replaced atomically when the pass succeeds; an exception leaves every
-    previous file as it was.
+    previous file as it was. What the previous run recorded (``exports/increments.py``) lets
+    unchanged partition prefixes be copied instead of re-read; a dry run reads everything.
     """
     sources = list_source_files(layout)
     inputs = input_files(sources)
@@ -90,42 +105,103 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
         else:
             participant.result.inputs.append(layout.repo_manifest)
 
+    code = code_digest()
+    previous = {p: StateReader(layout, p.result.dataset, p.result.options, p.outputs, code) for p in participants}
+    if dry_run:
+        previous = {}
+    pass_ = _Pass(layout, participants, previous)
     written: dict[Path, HashingSink] = {}
-    with contextlib.ExitStack() as stack:
-        for participant in participants:
-            sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
-            written.update(zip(participant.outputs, sinks, strict=True))
-            participant.open(sinks)  # type: ignore[arg-type]
-        for source in sources:
-            _visit(source, participants)
-        for participant in participants:
-            participant.finish()
+    writers = {} if dry_run else {p: StateWriter(layout, p.result.dataset, p.result.options, code) for p in participants}
+    try:
+        with contextlib.ExitStack() as stack:
+            for participant in participants:
+                sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
+                written.update(zip(participant.outputs, sinks, strict=True))
+                participant.open(sinks)
+            for source in sources:
+                for participant, record in pass_.visit(source):
+                    if participant in writers:
+                        writers[participant].add(record)
+            for participant in participants:
+                participant.finish()
+    except BaseException:
+        for writer in writers.values():
+            writer.abandon()
+        raise
     for participant in participants:
         participant.result.outputs = [] if dry_run else list(participant.outputs)
+        participant.result.reused_positions = pass_.reused.get(participant, 0)
     if not dry_run:
         # Receipts and the dataset card then need not read ~all exported bytes back.
-        remember_digests(layout, {path: sink.hexdigest() for path, sink in written.items()})
+        digests = {path: sink.hexdigest() for path, sink in written.items()}
+        remember_digests(layout, digests)
         stats = [s for participant in participants for s in participant.card_stats()]
         for s in stats:
-            s.sha256, s.bytes = written[s.path].hexdigest(), written[s.path].size
+            s.sha256, s.bytes = digests[s.path], written[s.path].size
         remember_stats(layout, stats)
+        for participant, writer in writers.items():
+            writer.commit({path: digests[path] for path in participant.outputs})
     return {participant.result.dataset: participant.result for participant in participants}
 
 
-def _visit(source: SourceFiles, participants: Sequence[Participant]) -> None:
-    """Offer every position of one partition file to the datasets that admit its stream."""
-    takers = [p for p in participants if p.eligible(source.stream)]
-    pairs = itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored))
-    count = 0
-    if takers:
-        for index, (evidence_line, scored_line) in enumerate(pairs):
+class _Pass:
+    """Visits partitions in order: reuse what each dataset may, parse the rest once for all."""
+
+    def __init__(
+        self, layout: Layout, participants: Sequence[Participant], previous: dict[Participant, StateReader]
+    ) -> None:
+        self.layout = layout
+        self.participants = participants
+        self.previous = previous
+        self.prefixes = PrefixCheck(layout)
+        self.reused: dict[Participant, int] = {}  # positions taken from the previous run, per dataset
+
+    def visit(self, source: SourceFiles) -> Iterator[tuple[Participant, PartitionRecord]]:
+        """Offer one partition file's positions to the datasets that admit its stream.
+
+        Yields each taker's record of the partition, for the next run.
+        """
+        takers = [p for p in self.participants if p.eligible(source.stream)]
+        if not takers:  # nobody parses a line of it
+            count = sum(1 for _ in itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored)))
+            self._ineligible(source, takers, count)
+            return
+        for participant in takers:
+            participant.begin_partition()
+        covered = self._reuse(source, takers)
+        start = min(covered.get(p, (0, 0, 0))[0] for p in takers)
+        _, evidence_start, scored_start = next(
+            (window for window in covered.values() if window[0] == start), (0, 0, 0)
+        )
+        pairs = itertools.zip_longest(iter_lines(source.evidence, evidence_start), iter_lines(source.scored, scored_start))
+        count = start
+        for index, (evidence_line, scored_line) in enumerate(pairs, start=start):
             item = read_position(source, index, evidence_line, scored_line)
             for participant in takers:
-                participant.offer(item)
+                if index >= covered.get(participant, (0,))[0]:
+                    participant.offer(item)
             count += 1
-    else:
-        count = sum(1 for _ in pairs)  # nobody parses a line of it
-    if count:
-        for participant in participants:
-            if participant not in takers:
-                participant.ineligible(source.stream, count)
+        self._ineligible(source, takers, count)
+        window = partition_window(self.layout, source, count)
+        if window is not None:
+            for participant in takers:
+                yield participant, participant.end_partition(source.relative, window)
+
+    def _reuse(self, source: SourceFiles, takers: list[Participant]) -> dict[Participant, tuple[int, int, int]]:
+        """Per taker that reuses a prefix: (positions, evidence bytes, scored bytes) it covers."""
+        covered = {}
+        for participant in takers:
+            state = self.previous.get(participant)
+            record = state.record(source.relative) if state is not None and state.valid else None
+            if record is None or not self.prefixes.holds(source, record) or not participant.can_reuse(record):
+                continue
+            participant.reuse(record, state.old_outputs, state.verified)  # type: ignore[union-attr]
+            covered[participant] = (record.positions, record.evidence_bytes, record.scored_bytes)
+            self.reused[participant] = self.reused.get(participant, 0) + record.positions
+        return covered
+
+    def _ineligible(self, source: SourceFiles, takers: list[Participant], count: int) -> None:
+        if count:
+            for participant in self.participants:
+                if participant not in takers:
+                    participant.ineligible(source.stream, count)

@@ -22,7 +22,8 @@ a preference set should teach a model to avoid.
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from typing import IO
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -30,16 +31,24 @@ from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import (
     Broken,
     Candidate,
+    SourceFiles,
     describe,
     read_line,
 )
 from distillation_pipeline.exports.card import FileStats
+from distillation_pipeline.exports.increments import (
+    FileWindow,
+    PartitionRecord,
+    add_counts,
+    copy_range,
+    counts_delta,
+)
 from distillation_pipeline.exports.ids import preference_id
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.onepass import run_exports
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, stripped_digest
+from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, decode_ref, encode_ref, stripped_digest
 from distillation_pipeline.exports.streaming import prompt_response_refusal
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
@@ -49,6 +58,9 @@ from distillation_pipeline.schemas import (
     PreferenceSample,
     QuarantineReason,
 )
+
+if TYPE_CHECKING:
+    from distillation_pipeline.exports.onepass import HashingSink
 
 DEFAULT_MAX_PAIRS_PER_TASK = 5
 PAIR_KINDS = (("rejected", "accepted_over_rejected"), ("partially_accepted", "accepted_over_partial"))
@@ -101,11 +113,13 @@ class PreferenceExport:
         self.outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
         self.manifest: RepoManifest | None = None
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
+        self._layout = layout
+        self._events: list[list] = []  # this partition's run refs, for the next run
         self._streams: Counter[str] = Counter()  # both sides of written pairs, for the card
 
-    def open(self, sinks: list[IO[bytes]]) -> None:
-        self._rows, self._openai = sinks[0], sinks[1]
-        self._quarantine = QuarantineWriter("preference", sinks[2], self.result)
+    def open(self, sinks: list["HashingSink"]) -> None:
+        self._rows, self._openai, self._quarantine_sink = sinks
+        self._quarantine = QuarantineWriter("preference", sinks[2], self.result)  # type: ignore[arg-type]
 
     def ineligible(self, stream: str, count: int) -> None:
         self.result.records_in += count
@@ -131,9 +145,7 @@ class PreferenceExport:
             self._quarantine.refuse_candidate(item, *refusal)
             return
         prompt, response = item.evidence.prompt or "", item.evidence.response or ""
-        self._runs.add(
-            item.evidence.task_id,
-            RunRef(
+        run = RunRef(
                 evidence_id=item.evidence.id,
                 # Interned: a million runs share a handful of these strings.
                 stream=sys.intern(item.stream),
@@ -145,8 +157,9 @@ class PreferenceExport:
                 response_digest=stripped_digest(response),
                 recorded_at=item.created_at,
                 scorer_version=sys.intern(item.scored.scorer_version),
-            ),
-        )
+            )
+        self._runs.add(item.evidence.task_id, run)
+        self._events.append(encode_ref(item.evidence.task_id, run))
 
     def finish(self) -> None:
         """Pass 2: pairs per task, in sorted task-id order."""
@@ -158,6 +171,47 @@ class PreferenceExport:
                 self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
                 self.result.count_written(sample.pair_kind)
                 self._streams.update((sample.chosen_provenance.stream, sample.rejected_provenance.stream))
+
+    # --- incremental runs: pass 1 of a partition prefix is reused; pairing always runs ---------
+
+    def _counts(self) -> dict:
+        r = self.result
+        return {"records_in": r.records_in, "quarantined": r.quarantined, "runs_quarantined": r.runs_quarantined,
+                "per_reason": dict(r.per_reason), "unpaired": dict(r.unpaired)}  # fmt: skip
+
+    def begin_partition(self) -> None:
+        self._events = []
+        self._begin_counts = self._counts()
+        self._begin_quarantine = self._quarantine_sink.size
+
+    def can_reuse(self, record: PartitionRecord) -> bool:
+        return True  # a run's refusal and its reference depend on nothing outside its partition
+
+    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
+        # Pairs are rebuilt every run, so no byte of the pair files is a copy: nothing to trust.
+        (start, end), = record.ranges
+        copy_range(previous_outputs[2], start, end, self._quarantine_sink)
+        source = self._source_of(record.relative)
+        for event in record.events:
+            task_id, run = decode_ref(event, source)
+            self._runs.add(task_id, run)
+        self._events = list(record.events)
+        delta, r = record.counts, self.result
+        r.records_in += delta["records_in"]
+        r.quarantined += delta["quarantined"]
+        r.runs_quarantined += delta["runs_quarantined"]
+        add_counts(r.per_reason, delta["per_reason"])
+        add_counts(r.unpaired, delta["unpaired"])
+
+    def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
+        return PartitionRecord(
+            relative=relative, **window.__dict__, ranges=[[self._begin_quarantine, self._quarantine_sink.size]],
+            counts=counts_delta(self._counts(), self._begin_counts), events=self._events,
+        )  # fmt: skip
+
+    def _source_of(self, relative: str) -> SourceFiles:
+        return SourceFiles(relative, Path(relative).stem, self._layout.evidence_dir / relative,
+                           self._layout.scored_dir / relative)  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
         result = self.result

@@ -30,6 +30,7 @@ class ExportResult:
     checks_not_run: list[str] = field(default_factory=list)
     dry_run: bool = False
     options: dict[str, object] = field(default_factory=dict)
+    reused_positions: int = 0  # positions whose output was copied from the previous run (increments.py)
     # preference only
     runs_paired: int = 0
     runs_quarantined: int = 0

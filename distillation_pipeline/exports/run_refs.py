@@ -107,21 +107,22 @@ class RunRefSpill:
             yield _decode(orjson.loads(line), self._sources)
 
 
-def _encode(task_id: str, arrival: int, run: RunRef) -> list:
+def encode_ref(task_id: str, run: RunRef) -> list:
+    """A run ref as JSON-ready values (its partition file is known from where it is stored)."""
     return [
-        task_id, arrival, run.evidence_id, run.stream, run.category, run.source.relative, run.index, run.offset,
+        task_id, run.evidence_id, run.stream, run.category, run.index, run.offset,
         run.prompt_digest.hex() if run.prompt_digest is not None else None, run.response_digest.hex(),
         _micros(run.recorded_at), run.scorer_version,
     ]  # fmt: skip
 
 
-def _decode(row: list, sources: dict[str, SourceFiles]) -> tuple[str, int, RunRef]:
-    task_id, arrival, evidence_id, stream, category, relative, index, offset, prompt, response, micros, version = row
+def decode_ref(row: list, source: SourceFiles) -> tuple[str, RunRef]:
+    task_id, evidence_id, stream, category, index, offset, prompt, response, micros, version = row
     run = RunRef(
         evidence_id=evidence_id,
         stream=sys.intern(stream),
         category=sys.intern(category),
-        source=sources[relative],
+        source=source,
         index=index,
         offset=offset,
         prompt_digest=bytes.fromhex(prompt) if prompt is not None else None,
@@ -129,4 +130,14 @@ def _decode(row: list, sources: dict[str, SourceFiles]) -> tuple[str, int, RunRe
         recorded_at=_EPOCH + timedelta(microseconds=micros),
         scorer_version=sys.intern(version),
     )
+    return task_id, run
+
+
+def _encode(task_id: str, arrival: int, run: RunRef) -> list:
+    return [arrival, run.source.relative, *encode_ref(task_id, run)]
+
+
+def _decode(row: list, sources: dict[str, SourceFiles]) -> tuple[str, int, RunRef]:
+    arrival, relative, *ref = row
+    task_id, run = decode_ref(ref, sources[relative])
     return task_id, arrival, run

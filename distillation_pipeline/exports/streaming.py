@@ -10,12 +10,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from distillation_pipeline.exports.candidates import Broken, Candidate
 from distillation_pipeline.exports.card import FileStats
+from distillation_pipeline.exports.increments import (
+    FileWindow,
+    PartitionRecord,
+    add_counts,
+    copy_range,
+    counts_delta,
+)
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
@@ -24,6 +31,9 @@ from distillation_pipeline.lib.firstseen import FirstSeen
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import QuarantineReason
+
+if TYPE_CHECKING:
+    from distillation_pipeline.exports.onepass import HashingSink
 
 HALLUCINATION_CHECK = "hallucinated_file_path"
 
@@ -104,11 +114,15 @@ class RowExport:
         self.manifest: RepoManifest | None = None
         self._streams: Counter[str] = Counter()  # written rows by evidence stream, for the card
         self._variants_written = 0
+        # this partition's built rows (row id, evidence id, first evidence id if a duplicate):
+        # what a later run checks before it reuses the partition (exports/increments.py)
+        self._events: list[tuple[str, str, str | None]] = []
 
-    def open(self, sinks: list[IO[bytes]]) -> None:
+    def open(self, sinks: list["HashingSink"]) -> None:
+        self._sinks = sinks
         self._rows = sinks[0]
         self._variants = sinks[1] if self._has_variant else None
-        self._quarantine = QuarantineWriter(self.result.dataset, sinks[-1], self.result)
+        self._quarantine = QuarantineWriter(self.result.dataset, sinks[-1], self.result)  # type: ignore[arg-type]
 
     def ineligible(self, stream: str, count: int) -> None:
         self.result.records_in += count
@@ -124,6 +138,7 @@ class RowExport:
         if isinstance(built, Row):
             row_id = built.sample.id  # type: ignore[attr-defined]
             first = self._first_seen.first(row_id, item.evidence.id)
+            self._events.append((row_id, item.evidence.id, first))
             if first is None:
                 self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
                 if self._variants is not None and built.variant is not None:
@@ -139,6 +154,55 @@ class RowExport:
     def finish(self) -> None:
         """Nothing is held back: every row was written as it was offered."""
         self._first_seen.close()
+
+    # --- incremental runs ---------------------------------------------------------------------
+
+    def _counts(self) -> dict:
+        r = self.result
+        return {"records_in": r.records_in, "written": r.written, "quarantined": r.quarantined,
+                "per_category": dict(r.per_category), "per_reason": dict(r.per_reason),
+                "streams": dict(self._streams), "variants": self._variants_written}  # fmt: skip
+
+    def begin_partition(self) -> None:
+        self._events = []
+        self._copied: list[list[int]] = []
+        self._begin_counts = self._counts()
+        self._begin_sizes = [sink.size for sink in self._sinks]
+
+    def can_reuse(self, record: PartitionRecord) -> bool:
+        """Every row of the prefix meets the same duplicate verdict as when it was exported."""
+        own: dict[str, str] = {}  # ids the prefix itself introduces, in order
+        for row_id, evidence_id, first in record.events:
+            now = own.get(row_id) or self._first_seen.get(row_id)
+            if now != first:
+                return False
+            if now is None:
+                own[row_id] = evidence_id
+        return True
+
+    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
+        for path, (start, end), sink in zip(previous_outputs, record.ranges, self._sinks, strict=True):
+            begin = sink.size
+            copy_range(path, start, end, sink)
+            self._copied.append([begin, sink.size] if verified else [])
+        for row_id, evidence_id, _ in record.events:
+            self._first_seen.first(row_id, evidence_id)
+        self._events = [tuple(event) for event in record.events]  # type: ignore[misc]
+        delta, r = record.counts, self.result
+        r.records_in += delta["records_in"]
+        r.written += delta["written"]
+        r.quarantined += delta["quarantined"]
+        add_counts(r.per_category, delta["per_category"])
+        add_counts(r.per_reason, delta["per_reason"])
+        self._streams.update(delta["streams"])
+        self._variants_written += delta["variants"]
+
+    def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
+        return PartitionRecord(
+            relative=relative, **window.__dict__,
+            ranges=[[start, sink.size] for start, sink in zip(self._begin_sizes, self._sinks, strict=True)],
+            counts=counts_delta(self._counts(), self._begin_counts), events=self._events, copied=self._copied,
+        )  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
         result = self.result

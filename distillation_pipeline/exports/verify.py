@@ -29,6 +29,7 @@ from distillation_pipeline.exports.preference import (
     openai_preference_row,
 )
 from distillation_pipeline.exports.secrets import find_secret_in
+from distillation_pipeline.lib.firstseen import FirstSeen
 from distillation_pipeline.lib.layout import Layout
 
 DEFAULT_LIMIT = 1000
@@ -57,23 +58,40 @@ class _Report:
         return self.lines
 
 
-def _rows(path: Path, report: _Report) -> Iterator[tuple[int, Row | None]]:
-    """(line number, row) per non-blank line; None (reported) for a line that is not an object."""
+class _Trusted:
+    """Byte ranges of a file that are verbatim copies of bytes this check already passed."""
+
+    def __init__(self, ranges: list[tuple[int, int]] | None) -> None:
+        self._ranges = sorted(ranges or [])
+        self._at = 0
+
+    def covers(self, start: int, end: int) -> bool:
+        """Is [start, end) inside one range? Asked with increasing offsets (one pass over the file)."""
+        ranges = self._ranges
+        while self._at < len(ranges) and ranges[self._at][1] <= start:
+            self._at += 1
+        return self._at < len(ranges) and ranges[self._at][0] <= start and end <= ranges[self._at][1]
+
+
+def _rows(path: Path, report: _Report, trusted: _Trusted) -> Iterator[tuple[int, bool, Row | None]]:
+    """(line number, trusted, row) per non-blank line; None (reported) for a line that is not an object."""
+    offset = 0
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
+            start, offset = offset, offset + len(line)
             if not line.strip():
                 continue
             try:
                 row = orjson.loads(line)
             except orjson.JSONDecodeError:
                 report.add("malformed_row", line_no, "not valid JSON")
-                yield line_no, None
+                yield line_no, False, None
                 continue
             if not isinstance(row, dict):
                 report.add("malformed_row", line_no, "not a JSON object")
-                yield line_no, None
+                yield line_no, False, None
                 continue
-            yield line_no, row
+            yield line_no, trusted.covers(start, offset), row
 
 
 def _text(value: Any) -> str | None:
@@ -111,14 +129,19 @@ def _check_provenance(provenance: Any, line_no: int, report: _Report, side: str 
     return evidence_id if _nonempty(evidence_id) else None
 
 
-def _check_common(row: Row, line_no: int, report: _Report, seen: dict[str, int], expected_id: str | None) -> None:
+def _check_unique(row: Row, line_no: int, report: _Report, seen: FirstSeen) -> None:
     row_id = row.get("id")
     if not _nonempty(row_id):
         report.add("duplicate_id", line_no, "row has no id")
-    elif row_id in seen:
-        report.add("duplicate_id", line_no, f"id {row_id} already on line {seen[row_id]}")
-    else:
-        seen[row_id] = line_no
+        return
+    first = seen.first(row_id, str(line_no))
+    if first is not None:
+        report.add("duplicate_id", line_no, f"id {row_id} already on line {first}")
+
+
+def _check_common(row: Row, line_no: int, report: _Report, seen: FirstSeen, expected_id: str | None) -> None:
+    _check_unique(row, line_no, report, seen)
+    row_id = row.get("id")
     if expected_id is not None and _nonempty(row_id) and row_id != expected_id:
         report.add("id_mismatch", line_no, f"id {row_id} is not the hash of the row's content ({expected_id})")
     if not _nonempty(row.get("created_at")):
@@ -145,8 +168,10 @@ def _check_paths(manifest: RepoManifest | None, paths: list[str], line_no: int, 
 # ------------------------------------------------------------------------------------------
 
 # Checks one main-file row; returns the row in the OpenAI layout (None if it cannot be built)
-# and the credential found in it, so the variant row is compared, not scanned again.
-RowCheck = Callable[[int, Row, _Report], tuple[Row | None, str | None]]
+# and the credential found in it, so the variant row is compared, not scanned again. A trusted
+# row (a verbatim copy of bytes this check passed before, with its variant twin) is held only
+# to what spans rows: unique ids and the per-task pair cap.
+RowCheck = Callable[[int, Row, _Report, bool], tuple[Row | None, str | None]]
 VariantFields = Callable[[Row], list[tuple[str, Any]]]
 
 
@@ -156,8 +181,10 @@ def _verify_file(
     check_row: RowCheck,
     variant_path: Path | None = None,
     variant_fields: VariantFields | None = None,
+    trusted: dict[Path, list[tuple[int, int]]] | None = None,
 ) -> list[str]:
     """Stream both files together: memory stays flat however large the dataset."""
+    trusted = trusted or {}
     report = _Report(path, limit)
     if not path.is_file():
         return [f"missing_file: {report.label}: the dataset file does not exist"]
@@ -166,20 +193,27 @@ def _verify_file(
         variant_path = None
         assert variant_report is not None
         variant_report.lines.append(f"missing_file: {variant_report.label}: the OpenAI-layout file does not exist")
-    main_rows = _rows(path, report)
-    variant_rows = _rows(variant_path, variant_report) if variant_path is not None and variant_report else iter(())
+    main_rows = _rows(path, report, _Trusted(trusted.get(path)))
+    variant_rows = (
+        _rows(variant_path, variant_report, _Trusted(trusted.get(variant_path)))
+        if variant_path is not None and variant_report
+        else iter(())
+    )
     main_count = variant_count = 0
     for main, variant in itertools.zip_longest(main_rows, variant_rows):
         expected: Row | None = None
         secret: str | None = None
+        # Trusted only with its twin: a copied main row beside a rewritten variant row is checked.
+        both_trusted = main is not None and main[1] and (variant_path is None or (variant is not None and variant[1]))
         if main is not None:
             main_count += 1
-            line_no, row = main
+            line_no, _, row = main
             if row is not None:
-                expected, secret = check_row(line_no, row, report)
+                expected, secret = check_row(line_no, row, report, both_trusted)
         if variant is not None and variant_report is not None and variant_fields is not None:
             variant_count += 1
-            _check_variant_row(variant, main is not None, expected, secret, variant_fields, variant_report)
+            if not both_trusted:
+                _check_variant_row((variant[0], variant[2]), main is not None, expected, secret, variant_fields, variant_report)
     problems = report.result()
     if variant_report is not None:
         if variant_path is not None and variant_count != main_count:
@@ -222,12 +256,20 @@ SFT_ADMITS = ("accepted",)
 
 
 def verify_rag(
-    path: Path, *, include_review: bool = False, manifest: RepoManifest | None = None, limit: int = DEFAULT_LIMIT
+    path: Path,
+    *,
+    include_review: bool = False,
+    manifest: RepoManifest | None = None,
+    limit: int = DEFAULT_LIMIT,
+    trusted: dict[Path, list[tuple[int, int]]] | None = None,
 ) -> list[str]:
     admitted = RAG_ADMITS + (("needs_human_review",) if include_review else ())
-    seen: dict[str, int] = {}
+    seen = FirstSeen()
 
-    def check(line_no: int, row: Row, report: _Report) -> tuple[Row | None, str | None]:
+    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+        if is_trusted:
+            _check_unique(row, line_no, report, seen)
+            return None, None
         category = row.get("source_category")
         if category not in admitted:
             why = (
@@ -247,7 +289,7 @@ def verify_rag(
         _check_paths(manifest, cited if isinstance(cited, list) else [], line_no, report)
         return None, secret
 
-    return _verify_file(path, limit, check)
+    return _verify_file(path, limit, check, trusted=trusted)
 
 
 def _messages(row: Row, line_no: int, report: _Report) -> list[dict[str, str]] | None:
@@ -279,11 +321,15 @@ def verify_sft(
     manifest: RepoManifest | None = None,
     openai_path: Path | None = None,
     limit: int = DEFAULT_LIMIT,
+    trusted: dict[Path, list[tuple[int, int]]] | None = None,
 ) -> list[str]:
     admitted = SFT_ADMITS + (("partially_accepted",) if include_partial else ())
-    seen: dict[str, int] = {}
+    seen = FirstSeen()
 
-    def check(line_no: int, row: Row, report: _Report) -> tuple[Row | None, str | None]:
+    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+        if is_trusted:
+            _check_unique(row, line_no, report, seen)
+            return None, None
         category = row.get("quality_score")
         if category not in admitted:
             never = category in ("rejected", "needs_human_review")
@@ -299,7 +345,7 @@ def verify_sft(
         variant = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]} if messages else None
         return variant, secret
 
-    return _verify_file(path, limit, check, openai_path, _sft_variant_fields)
+    return _verify_file(path, limit, check, openai_path, _sft_variant_fields, trusted)
 
 
 def _preference_variant_fields(row: Row) -> list[tuple[str, Any]]:
@@ -319,11 +365,22 @@ def verify_preference(
     manifest: RepoManifest | None = None,
     openai_path: Path | None = None,
     limit: int = DEFAULT_LIMIT,
+    trusted: dict[Path, list[tuple[int, int]]] | None = None,
 ) -> list[str]:
-    seen: dict[str, int] = {}
+    seen = FirstSeen()
     per_task: dict[Any, int] = {}
 
-    def check(line_no: int, row: Row, report: _Report) -> tuple[Row | None, str | None]:
+    def _count_pair(row: Row, line_no: int, report: _Report) -> None:
+        task = row.get("task_id")
+        per_task[task] = per_task.get(task, 0) + 1
+        if per_task[task] == max_pairs_per_task + 1:
+            report.add("too_many_pairs", line_no, f"task {task!r} has more than {max_pairs_per_task} pairs")
+
+    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+        if is_trusted:
+            _check_unique(row, line_no, report, seen)
+            _count_pair(row, line_no, report)
+            return None, None
         prompt, chosen, rejected = _text(row.get("prompt")), _text(row.get("chosen")), _text(row.get("rejected"))
         if row.get("chosen_category") != "accepted":
             report.add(
@@ -349,17 +406,14 @@ def verify_preference(
         texts = (prompt, chosen, rejected)
         expected = preference_id(*(text_sha256(t.strip()) for t in texts)) if None not in texts else None  # type: ignore[union-attr]
         _check_common(row, line_no, report, seen, expected)
-        task = row.get("task_id")
-        per_task[task] = per_task.get(task, 0) + 1
-        if per_task[task] == max_pairs_per_task + 1:
-            report.add("too_many_pairs", line_no, f"task {task!r} has more than {max_pairs_per_task} pairs")
+        _count_pair(row, line_no, report)
         secret = _check_secret([("prompt", prompt), ("chosen", chosen), ("rejected", rejected)], line_no, report)
         if chosen is not None:
             _check_paths(manifest, cited_paths(chosen), line_no, report)
         variant = openai_preference_row(prompt, chosen, rejected) if None not in texts else None  # type: ignore[arg-type]
         return variant, secret
 
-    return _verify_file(path, limit, check, openai_path, _preference_variant_fields)
+    return _verify_file(path, limit, check, openai_path, _preference_variant_fields, trusted)
 
 
 def verify_dataset(
@@ -370,8 +424,13 @@ def verify_dataset(
     include_partial: bool = False,
     max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK,
     limit: int = DEFAULT_LIMIT,
+    trusted: dict[Path, list[tuple[int, int]]] | None = None,
 ) -> list[str]:
     """Violations in a written dataset (and its OpenAI-layout file). Empty means it holds.
+
+    ``trusted``: byte ranges per file that are verbatim copies of bytes this check passed
+    before (``increments.trusted_ranges``); rows there are held only to the rules that span
+    rows (unique ids, pairs per task). Without it every row is checked.
 
     Pass the options the export ran with: a needs_human_review RAG row is a violation unless
     ``include_review``, a partially_accepted SFT row unless ``include_partial``. Paths are held
@@ -380,7 +439,7 @@ def verify_dataset(
     """
     manifest = RepoManifest.load(layout.repo_manifest)
     if dataset == "rag":
-        return verify_rag(layout.rag_file, include_review=include_review, manifest=manifest, limit=limit)
+        return verify_rag(layout.rag_file, include_review=include_review, manifest=manifest, limit=limit, trusted=trusted)
     if dataset == "sft":
         return verify_sft(
             layout.sft_file,
@@ -388,10 +447,11 @@ def verify_dataset(
             manifest=manifest,
             openai_path=layout.sft_openai_file,
             limit=limit,
+            trusted=trusted,
         )
     if dataset == "preference":
         return verify_preference(
             layout.preference_file, max_pairs_per_task=max_pairs_per_task, manifest=manifest,
-            openai_path=layout.preference_openai_file, limit=limit,
+            openai_path=layout.preference_openai_file, limit=limit, trusted=trusted,
         )  # fmt: skip
     raise ValueError(f"unknown dataset {dataset!r}")

@@ -17,22 +17,55 @@ from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
 _MEMORY: dict[tuple[str, int, int, int], str] = {}
+# The parsed cache file, by path, with the stat it was read at: a stage that asks for digests
+# of hundreds of files one at a time must not re-parse (or re-write) the file each time.
+_LOADED: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
 
 
 def _cache_file(layout: Layout) -> Path:
     return layout.state_dir / "digests.json"
 
 
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
 def _load(layout: Layout) -> dict[str, list]:
     path = _cache_file(layout)
+    key = _stat_key(path)
+    loaded = _LOADED.get(path)
+    if key is not None and loaded is not None and loaded[0] == key:
+        return dict(loaded[1])
     try:
-        return orjson.loads(path.read_bytes())
+        stored = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
+    if key is not None and isinstance(stored, dict):
+        _LOADED[path] = (key, stored)
+    return dict(stored) if isinstance(stored, dict) else {}
 
 
-def file_digests(layout: Layout, paths: list[Path]) -> dict[Path, str]:
-    """sha256 for each existing file in ``paths``; the on-disk cache is updated if it changed."""
+def _store(layout: Layout, stored: dict[str, list]) -> None:
+    if not layout.state_dir.exists():
+        return
+    path = _cache_file(layout)
+    live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
+    atomic_write_bytes(path, orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+    key = _stat_key(path)
+    if key is not None:
+        _LOADED[path] = (key, live)
+
+
+def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> dict[Path, str]:
+    """sha256 for each existing file in ``paths``; the on-disk cache is updated if it changed.
+
+    ``persist=False`` keeps new digests in this process only (the next persisting call, e.g. a
+    receipt's, writes them): for callers that ask file by file in a loop.
+    """
     stored = _load(layout)
     changed = False
     result: dict[Path, str] = {}
@@ -55,9 +88,8 @@ def file_digests(layout: Layout, paths: list[Path]) -> dict[Path, str]:
             stored[rel] = [*key[1:], digest]
             changed = True
         result[path] = digest
-    if changed and layout.state_dir.exists():
-        live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
-        atomic_write_bytes(_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+    if changed and persist:
+        _store(layout, stored)
     return result
 
 
@@ -72,6 +104,4 @@ def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
         key = (layout.relative(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
         _MEMORY[key] = digest
         stored[key[0]] = [*key[1:], digest]
-    if layout.state_dir.exists():
-        live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
-        atomic_write_bytes(_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+    _store(layout, stored)

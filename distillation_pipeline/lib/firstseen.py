@@ -38,6 +38,20 @@ class FirstSeen:
     def close(self) -> None:
         self._spill.close()
 
+    def get(self, key: str) -> str | None:
+        """The first value of ``key``, or None if it was never offered (nothing is remembered)."""
+        if key in self._collided:
+            return self._collided[key]
+        fingerprint = (hash(key) & _MASK64) | 1
+        mask = len(self._fingerprints) - 1
+        slot = fingerprint & mask
+        while (found := int(self._fingerprints[slot])) != 0:
+            if found == fingerprint:
+                stored_key, stored_value = self._read(int(self._offsets[slot]))
+                return stored_value if stored_key == key else None
+            slot = (slot + 1) & mask
+        return None
+
     def first(self, key: str, value: str) -> str | None:
         # str hashes are cached on the object and only steer memory layout: the answer never
         # depends on them (every match is confirmed), so per-process hash seeds do not matter.

@@ -239,6 +239,9 @@ def _export_stage(
             round(100 * result.quarantined / result.records_in, 2) if result.records_in else 0.0
         ),
         "checks_not_run": dg.MetadataValue.text(", ".join(result.checks_not_run) or "none"),
+        # positions whose rows were copied from the previous run's output (unchanged partition
+        # prefixes, exports/increments.py): the rest were read and exported this run
+        "reused_positions": dg.MetadataValue.int(result.reused_positions),
     }
     return record_stage(
         context,

@@ -8,6 +8,7 @@ import dagster as dg
 from distillation_pipeline.defs.resources import DistillPaths
 from distillation_pipeline.evidence.state import CollectState
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK, verify_dataset
+from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.receipt import read_receipt
 from distillation_pipeline.receipts.summary import previous_summary
@@ -48,6 +49,11 @@ FIREWALL_CHECKS: dict[str, tuple[str, ...]] = {
 PAIRING_CHECK = {"valid_pairs": ("self_pairing", "invalid_preference_pairing", "too_many_pairs")}
 DATASET_ASSET = {"rag": "rag_playbooks", "sft": "sft_dataset", "preference": "preference_dataset"}
 DATASET_STAGE = {"rag": "export-rag", "sft": "export-sft", "preference": "export-preference"}
+VARIANT_FILES = {
+    "rag": lambda layout: [],
+    "sft": lambda layout: [layout.sft_openai_file],
+    "preference": lambda layout: [layout.preference_openai_file],
+}
 _CHECK_DESCRIPTIONS = {
     "no_forbidden_category": "No row of a category this dataset never admits (rejected in RAG; rejected or needs_human_review in SFT; opt-ins respected).",
     "provenance_on_every_row": "Every row carries id, created_at and provenance back to its evidence and source row.",
@@ -87,6 +93,10 @@ def _firewall_check(dataset: str) -> dg.AssetChecksDefinition:
     def firewall(context: dg.AssetCheckExecutionContext, paths: DistillPaths) -> Iterator[dg.AssetCheckResult]:
         layout = paths.layout()
         options = _export_options(layout, context.run.run_id, dataset)
+        export_options = {key: value for key, value in options.items() if key != "dry_run"}
+        # Rows the exporter copied verbatim from files this check passed before are held only to
+        # the rules that span rows; every other row gets every rule (exports/increments.py).
+        trusted = trusted_ranges(layout, dataset, export_options)
         violations = verify_dataset(
             layout,
             dataset,
@@ -94,7 +104,13 @@ def _firewall_check(dataset: str) -> dg.AssetChecksDefinition:
             include_partial=bool(options.get("include_partial", False)),
             max_pairs_per_task=int(options.get("max_pairs_per_task", DEFAULT_MAX_PAIRS_PER_TASK)),
             limit=10_000,
+            trusted=trusted,
         )
+        files = [layout.dataset_file(dataset), *VARIANT_FILES[dataset](layout)]
+        if violations:
+            forget_verified(layout, dataset)
+        elif not options.get("dry_run") and all(path.is_file() for path in files):
+            record_verified(layout, dataset, export_options, files)
         by_code: dict[str, list[str]] = {}
         for line in violations:
             by_code.setdefault(line.split(":", 1)[0], []).append(line)
@@ -111,6 +127,7 @@ def _firewall_check(dataset: str) -> dg.AssetChecksDefinition:
                 description="holds" if not found else f"{len(found)} violation(s): {found[0]}",
                 metadata={
                     "violations": len(found),
+                    "trusted_bytes": sum(end - start for ranges in trusted.values() for start, end in ranges),
                     "examples": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in found[:20]) or "none"),
                 },
             )

@@ -1,0 +1,365 @@
+"""What an export run keeps so the next one re-reads only what changed.
+
+Collect appends new rows at the end of partition files and the scorer appends their verdicts
+at the end of the mirrors, so after a nightly increment most of each partition is a prefix the
+previous export already turned into bytes. For every dataset and partition the export records
+(``data/_state/exports/<dataset>.parts.jsonl``, one line per partition in path order):
+
+- how many positions it read, and the length and sha256 of both files it read them from;
+- where that partition's bytes sit in each output file it wrote (byte ranges);
+- its counts, and what later partitions depend on: for RAG and SFT the (row id, evidence id,
+  first evidence id if a duplicate) of every built row, for preference the pairing references
+  of its usable runs.
+
+The next run reuses a partition's prefix only when all of it still holds: the files still
+start with exactly those bytes (sha256 of the prefix), the previous outputs are exactly the
+bytes that state describes (sha256 in the header, ``<dataset>.json``), the options, the
+repository manifest and the export code are the same, and, for RAG and SFT, every row of the
+prefix meets the same duplicate verdict against what came before it. Then the prefix's output
+bytes are copied from the previous file and only the positions after it are parsed. Anything
+else, and any doubt, means the partition is read from its first line: the state is a cache,
+never the truth, and the output is byte-identical to a run without it (tested).
+"""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distillation_pipeline.exports.candidates import SourceFiles
+from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
+from distillation_pipeline.lib.digests import file_digests, remember_digests
+from distillation_pipeline.lib.layout import Layout
+
+STATE_VERSION = 1
+_CODE_FILES = ("candidates.py", "firewall.py", "ids.py", "onepass.py", "paths.py", "preference.py", "quarantine.py",
+               "rag.py", "run_refs.py", "secrets.py", "sft.py", "streaming.py", "increments.py")  # fmt: skip
+
+
+_VERIFY_CODE_FILES = ("verify.py", "secrets.py", "paths.py", "ids.py", "preference.py")
+
+
+def _digest_of(names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in names:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    digest.update((here.parent / "schemas.py").read_bytes())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """The export code itself: a change to any rule invalidates every recorded prefix."""
+    return _digest_of(_CODE_FILES)
+
+
+def verify_code_digest() -> str:
+    """The firewall check's code: a change to it invalidates every recorded verification."""
+    return _digest_of(_VERIFY_CODE_FILES)
+
+
+@dataclass
+class PartitionRecord:
+    """One dataset's view of one partition, as a run exported it."""
+
+    relative: str
+    positions: int
+    evidence_bytes: int
+    evidence_sha256: str
+    scored_bytes: int
+    scored_sha256: str
+    ranges: list[list[int]]  # per output file of the dataset: [start, end) of this partition's bytes
+    counts: dict[str, Any]
+    events: list[Any] = field(default_factory=list)
+    # per output file: the bytes of this partition copied this run from a previous output that
+    # the firewall check had verified ([] if none): the check need not rescan them
+    copied: list[list[int]] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__) + b"\n"
+
+
+@dataclass(frozen=True)
+class FileWindow:
+    """The bytes of a partition's two files that a run read: what a later prefix must match."""
+
+    positions: int
+    evidence_bytes: int
+    evidence_sha256: str
+    scored_bytes: int
+    scored_sha256: str
+
+
+def partition_window(layout: Layout, source: SourceFiles, positions: int) -> FileWindow | None:
+    """The window a run just read, if a later run could reuse it: both files whole lines, same count."""
+    try:
+        evidence_size, scored_size = source.evidence.stat().st_size, source.scored.stat().st_size
+    except FileNotFoundError:
+        return None
+    if not _ends_with_newline(source.evidence, evidence_size) or not _ends_with_newline(source.scored, scored_size):
+        return None
+    digests = file_digests(layout, [source.evidence, source.scored], persist=False)
+    return FileWindow(positions, evidence_size, digests[source.evidence], scored_size, digests[source.scored])
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    if size == 0:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
+
+
+class PrefixCheck:
+    """Does a partition's file still start with the bytes a record says? Memoised per run."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+        self._known: dict[tuple[Path, int], str | None] = {}
+
+    def holds(self, source: SourceFiles, record: PartitionRecord) -> bool:
+        return (
+            self._prefix_sha256(source.evidence, record.evidence_bytes) == record.evidence_sha256
+            and self._prefix_sha256(source.scored, record.scored_bytes) == record.scored_sha256
+        )
+
+    def _prefix_sha256(self, path: Path, length: int) -> str | None:
+        key = (path, length)
+        if key not in self._known:
+            self._known[key] = _sha256_of_prefix(self._layout, path, length)
+        return self._known[key]
+
+
+def _sha256_of_prefix(layout: Layout, path: Path, length: int) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size < length:
+        return None
+    if size == length:  # the whole file: the digest cache usually has it
+        return file_digests(layout, [path], persist=False).get(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        left = length
+        while left:
+            chunk = handle.read(min(left, 1 << 20))
+            if not chunk:
+                return None
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# the state files
+# ------------------------------------------------------------------------------------------
+
+
+def _header_path(layout: Layout, dataset: str) -> Path:
+    return layout.export_state_dir / f"{dataset}.json"
+
+
+def _parts_path(layout: Layout, dataset: str) -> Path:
+    return layout.export_state_dir / f"{dataset}.parts.jsonl"
+
+
+def _expected_header(layout: Layout, dataset: str, options: dict[str, Any], code: str) -> dict[str, Any]:
+    manifest = file_digests(layout, [layout.repo_manifest]).get(layout.repo_manifest)
+    return {"version": STATE_VERSION, "dataset": dataset, "options": options, "manifest": manifest, "code": code}
+
+
+class StateReader:
+    """The previous run's records of one dataset, read in partition order as the pass needs them."""
+
+    def __init__(self, layout: Layout, dataset: str, options: dict[str, Any], outputs: list[Path], code: str) -> None:
+        self._records: Iterator[PartitionRecord] = iter(())
+        self._next: PartitionRecord | None = None
+        self.old_outputs: list[Path] = outputs
+        self.valid = False
+        self.verified = False
+        self.why_not = ""
+        header = _load_header(layout, dataset)
+        if header is None:
+            self.why_not = "no state"
+            return
+        expected = _expected_header(layout, dataset, options, code)
+        if any(header.get(key) != value for key, value in expected.items()):
+            self.why_not = "options, manifest or code changed"
+            return
+        parts = _parts_path(layout, dataset)
+        recorded_outputs = header.get("outputs", {})
+        current = file_digests(layout, [*outputs, parts])
+        if current.get(parts) != header.get("parts_sha256") or any(
+            current.get(path) != recorded_outputs.get(layout.relative(path)) for path in outputs
+        ):
+            self.why_not = "previous outputs or state changed"
+            return
+        self.valid = True
+        # Bytes copied from outputs the firewall check verified may skip its rescan next time.
+        self.verified = _verified(layout, dataset, options, outputs)
+        self._records = _read_records(parts)
+        self._next = next(self._records, None)
+
+    def record(self, relative: str) -> PartitionRecord | None:
+        """The record of ``relative``; call in sorted order (records are a merge-join, not a dict)."""
+        while self._next is not None and self._next.relative < relative:
+            self._next = next(self._records, None)
+        if self._next is not None and self._next.relative == relative:
+            return self._next
+        return None
+
+
+def _load_header(layout: Layout, dataset: str) -> dict[str, Any] | None:
+    try:
+        header = orjson.loads(_header_path(layout, dataset).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _read_records(path: Path) -> Iterator[PartitionRecord]:
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                yield PartitionRecord(**orjson.loads(line))
+            except (orjson.JSONDecodeError, TypeError):
+                return  # a damaged line ends the reuse; the rest is read from the files
+
+
+class StateWriter:
+    """This run's records of one dataset; committed only after its outputs are in place."""
+
+    def __init__(self, layout: Layout, dataset: str, options: dict[str, Any], code: str) -> None:
+        self._layout = layout
+        self._dataset = dataset
+        self._header = _expected_header(layout, dataset, options, code)
+        layout.export_state_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = atomic_writer(_parts_path(layout, dataset))
+        self._handle = self._writer.__enter__()
+        self._digest = hashlib.sha256()
+
+    def add(self, record: PartitionRecord) -> None:
+        data = record.to_json()
+        self._digest.update(data)
+        self._handle.write(data)
+
+    def commit(self, output_digests: dict[Path, str]) -> None:
+        """Parts file, then the header naming its sha256 and the outputs': a crash in between is caught."""
+        self._writer.__exit__(None, None, None)
+        parts = _parts_path(self._layout, self._dataset)
+        remember_digests(self._layout, {parts: self._digest.hexdigest()})
+        header = {
+            **self._header,
+            "parts_sha256": self._digest.hexdigest(),
+            "outputs": {self._layout.relative(path): digest for path, digest in output_digests.items()},
+            "output_order": [self._layout.relative(path) for path in output_digests],
+        }
+        atomic_write_bytes(_header_path(self._layout, self._dataset), orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
+
+    def abandon(self) -> None:
+        exc = RuntimeError("export abandoned")
+        try:
+            self._writer.__exit__(RuntimeError, exc, None)
+        except RuntimeError:
+            pass
+        _header_path(self._layout, self._dataset).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------
+# the firewall check's verifications
+# ------------------------------------------------------------------------------------------
+
+
+def _verified_path(layout: Layout, dataset: str) -> Path:
+    return layout.export_state_dir / f"{dataset}.verified.json"
+
+
+def _verification(layout: Layout, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
+    manifest = file_digests(layout, [layout.repo_manifest]).get(layout.repo_manifest)
+    return {"dataset": dataset, "options": options, "manifest": manifest, "code": verify_code_digest()}
+
+
+def record_verified(layout: Layout, dataset: str, options: dict[str, Any], files: list[Path]) -> None:
+    """The firewall check found no violation in exactly these files (their sha256 is kept)."""
+    digests = file_digests(layout, files)
+    marker = {**_verification(layout, dataset, options),
+              "files": {layout.relative(path): digests.get(path) for path in files}}  # fmt: skip
+    layout.export_state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(_verified_path(layout, dataset), orjson.dumps(marker, option=orjson.OPT_SORT_KEYS))
+
+
+def forget_verified(layout: Layout, dataset: str) -> None:
+    _verified_path(layout, dataset).unlink(missing_ok=True)
+
+
+def _verified(layout: Layout, dataset: str, options: dict[str, Any], outputs: list[Path]) -> bool:
+    """Did the firewall check pass on exactly the current files of this dataset, under these options?"""
+    try:
+        marker = orjson.loads(_verified_path(layout, dataset).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in _verification(layout, dataset, options).items()):
+        return False
+    files = marker.get("files") or {}
+    current = file_digests(layout, [layout.root / rel for rel in files])
+    return bool(files) and all(current.get(layout.root / rel) == digest for rel, digest in files.items())
+
+
+def trusted_ranges(layout: Layout, dataset: str, options: dict[str, Any]) -> dict[Path, list[tuple[int, int]]]:
+    """Byte ranges of this dataset's current files that are verbatim copies of verified bytes.
+
+    Only when the export state describes exactly the files on disk now (their sha256), was
+    written by this export code, and under the same options and manifest; otherwise nothing.
+    """
+    header = _load_header(layout, dataset)
+    if header is None or header.get("code") != code_digest():
+        return {}
+    if any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, header["code"]).items()):
+        return {}
+    order = [layout.root / rel for rel in header.get("output_order", [])]
+    current = file_digests(layout, [*order, _parts_path(layout, dataset)])
+    if not order or current.get(_parts_path(layout, dataset)) != header.get("parts_sha256"):
+        return {}
+    if any(current.get(path) != header["outputs"].get(layout.relative(path)) for path in order):
+        return {}
+    ranges: dict[Path, list[tuple[int, int]]] = {path: [] for path in order}
+    for record in _read_records(_parts_path(layout, dataset)):
+        for path, window in zip(order, record.copied, strict=False):
+            if window:
+                ranges[path].append((window[0], window[1]))
+    return {path: found for path, found in ranges.items() if found}
+
+
+def counts_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What one partition added to a participant's counts (ints, and dicts of ints)."""
+    delta: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            old = before.get(key, {})
+            delta[key] = {k: v - old.get(k, 0) for k, v in value.items() if v != old.get(k, 0)}
+        else:
+            delta[key] = value - before.get(key, 0)
+    return delta
+
+
+def add_counts(target: dict[str, int], delta: dict[str, int]) -> None:
+    for key, value in delta.items():
+        target[key] = target.get(key, 0) + value
+
+
+def copy_range(source: Path, start: int, end: int, sink: Any) -> None:
+    """Copy bytes [start, end) of a previous output into this run's sink."""
+    with open(source, "rb") as handle:
+        left, offset = end - start, start
+        while left:
+            chunk = os.pread(handle.fileno(), min(left, 1 << 22), offset)
+            if not chunk:
+                raise OSError(f"{source} is shorter than its recorded range")
+            sink.write(chunk)
+            offset += len(chunk)
+            left -= len(chunk)

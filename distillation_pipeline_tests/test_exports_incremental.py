@@ -1,0 +1,211 @@
+"""An export that reuses the previous run's partition prefixes writes what a fresh export writes.
+
+Each test exports once (state recorded), changes the trees the way a later run could find
+them, exports again on the same root, and compares every export file byte for byte with a
+fresh export of the same trees in another root that has no state.
+"""
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+
+from distillation_pipeline.exports.onepass import run_exports
+from distillation_pipeline.exports.preference import preference_export
+from distillation_pipeline.exports.rag import rag_export
+from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.exports.sft import sft_export
+from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline_tests.conftest import tree_bytes
+from distillation_pipeline_tests.export_fixtures import (
+    EVENT_AT,
+    Run,
+    conserved,
+    later,
+    make_run,
+    write_manifest,
+    write_runs,
+)
+
+CATEGORIES = ["accepted", "rejected", "accepted", "partially_accepted", "needs_human_review", "accepted"]
+
+
+def export_all(layout: Layout, *, include_partial: bool = False) -> dict[str, ExportResult]:
+    participants = [rag_export(layout), sft_export(layout, include_partial=include_partial), preference_export(layout)]
+    results = run_exports(layout, participants, dry_run=False)
+    for result in results.values():
+        conserved(result)
+    return results
+
+
+def runs_for_day(day: int, count: int, tag: str) -> list[Run]:
+    return [
+        make_run(
+            f"{tag}-{day}-{i}",
+            task_id=f"task-{day}-{i % 3}",
+            category=CATEGORIES[i % len(CATEGORIES)],
+            response=f"answer {tag} {day}/{i} in README.md",
+            event_at=EVENT_AT + timedelta(days=day),
+            recorded_at=later(i),
+        )
+        for i in range(count)
+    ]
+
+
+def substrate(root: Path) -> Layout:
+    layout = Layout.at(root)
+    write_manifest(layout)
+    write_runs(layout, [run for day in range(4) for run in runs_for_day(day, 12, "base")])
+    return layout
+
+
+def fresh_export(layout: Layout, scratch: Path, **options: bool) -> dict[Path, bytes]:
+    """What an export with no previous state writes for the same trees."""
+    other = Layout.at(scratch)
+    shutil.copytree(layout.root / "data" / "evidence", other.evidence_dir)
+    shutil.copytree(layout.root / "data" / "scored-runs", other.scored_dir)
+    write_manifest(other)
+    results = export_all(other, **options)
+    assert all(result.reused_positions == 0 for result in results.values())
+    return tree_bytes(other.exports_dir)
+
+
+def test_appended_rows_reuse_the_prefixes_and_match_a_fresh_export(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    write_runs(layout, [run for day in (1, 3, 5) for run in runs_for_day(day, 4, "new")])  # 2 grown, 1 new
+    results = export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+    assert results["rag"].reused_positions == 48  # every old position of every partition
+    assert results["preference"].reused_positions == 48
+
+
+def test_unchanged_trees_are_copied_whole(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    before = tree_bytes(layout.exports_dir)
+    results = export_all(layout)
+    assert tree_bytes(layout.exports_dir) == before
+    assert all(result.reused_positions == 48 for result in results.values())
+
+
+def test_a_new_copy_earlier_in_the_order_makes_a_later_row_a_duplicate(tmp_path: Path) -> None:
+    """Appending to day 0 a text that day 2 already exported turns day 2's row into a duplicate."""
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    day2 = runs_for_day(2, 1, "base")[0]
+    copy = make_run("copy", task_id="task-x", response=day2.evidence.response, event_at=EVENT_AT)
+    write_runs(layout, [copy])
+    results = export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+    assert results["rag"].per_reason["duplicate_id"] >= 1
+    assert results["rag"].reused_positions < 48  # day 2 was read again
+
+
+def test_a_rescored_line_in_the_middle_is_read_again(tmp_path: Path) -> None:
+    """The scorer may rewrite old verdicts (a parent changed): that prefix no longer holds."""
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    scored = sorted(layout.scored_dir.rglob("*.jsonl"))[1]
+    lines = scored.read_bytes().splitlines(keepends=True)
+    row = orjson.loads(lines[0])
+    row["category"] = "rejected" if row["category"] != "rejected" else "accepted"
+    lines[0] = orjson.dumps(row) + b"\n"
+    scored.write_bytes(b"".join(lines))
+    results = export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+    assert results["rag"].reused_positions == 36
+
+
+def test_other_options_a_deleted_partition_an_edited_output_or_a_broken_state_reuse_nothing_wrong(
+    tmp_path: Path,
+) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    results = export_all(layout, include_partial=True)  # SFT's options changed
+    assert results["sft"].reused_positions == 0 and results["rag"].reused_positions == 48
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh1", include_partial=True)
+
+    victim = sorted(layout.evidence_dir.rglob("*.jsonl"))[0]
+    victim.unlink()
+    (layout.scored_dir / victim.relative_to(layout.evidence_dir)).unlink()
+    export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh2")
+
+    with open(layout.rag_file, "ab") as handle:  # an output changed behind the exporter's back
+        handle.write(b"{}\n")
+    state = layout.export_state_dir / "preference.parts.jsonl"
+    state.write_bytes(state.read_bytes()[:-40])  # a damaged state file
+    results = export_all(layout)
+    assert results["rag"].reused_positions == 0 and results["preference"].reused_positions == 0
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh3")
+
+
+def test_a_dry_run_neither_reads_nor_writes_state(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    state = tree_bytes(layout.export_state_dir)
+    results = run_exports(layout, [rag_export(layout, dry_run=True)], dry_run=True)
+    assert results["rag"].reused_positions == 0
+    assert tree_bytes(layout.export_state_dir) == state
+
+
+# --- the firewall check skips only bytes it already passed ----------------------------------------
+
+
+def check_like_the_asset(layout: Layout, dataset: str = "rag") -> list[str]:
+    """What ``defs/pipeline/checks.py`` does: verify with trusted ranges, remember a pass."""
+    from distillation_pipeline.exports import verify_dataset
+    from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
+
+    options = {"include_review": False}
+    violations = verify_dataset(layout, dataset, trusted=trusted_ranges(layout, dataset, options))
+    if violations:
+        forget_verified(layout, dataset)
+    else:
+        record_verified(layout, dataset, options, [layout.rag_file])
+    return violations
+
+
+def test_copied_bytes_of_a_verified_file_are_trusted_and_a_tampered_file_is_not(tmp_path: Path) -> None:
+    from distillation_pipeline.exports.increments import trusted_ranges
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    assert trusted_ranges(layout, "rag", {"include_review": False}) == {}  # nothing was copied yet
+    assert check_like_the_asset(layout) == []
+    write_runs(layout, runs_for_day(2, 3, "new"))
+    export_all(layout)
+    trusted = trusted_ranges(layout, "rag", {"include_review": False})
+    size = layout.rag_file.stat().st_size
+    covered = sum(end - start for start, end in trusted[layout.rag_file])
+    assert 0 < covered < size  # the old rows, not the three new ones
+    assert check_like_the_asset(layout) == []
+    assert trusted_ranges(layout, "rag", {"include_review": True}) == {}  # other options: nothing
+
+    # A credential planted in a copied row: the file no longer has the bytes the state describes.
+    text = layout.rag_file.read_text()
+    layout.rag_file.write_text(text.replace("answer base 0/0", "answer base 0/0 ghp_" + "a1B2" * 9, 1))
+    assert trusted_ranges(layout, "rag", {"include_review": False}) == {}
+    assert any(line.startswith("secret_detected") for line in check_like_the_asset(layout))
+
+
+def test_trusted_rows_still_count_for_unique_ids(tmp_path: Path) -> None:
+    """A row outside the trusted ranges that repeats a trusted row's id is still a duplicate."""
+    from distillation_pipeline.exports import verify_dataset
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    lines = layout.rag_file.read_bytes().splitlines(keepends=True)
+    layout.rag_file.write_bytes(b"".join(lines) + lines[0])  # the first row again, at the end
+    trusted = {layout.rag_file: [(0, len(b"".join(lines)))]}
+    found = verify_dataset(layout, "rag", trusted=trusted)
+    assert [line.split(":")[0] for line in found] == ["duplicate_id"]
+    # And a violation inside a trusted range is, by design, not looked for again.
+    bad = orjson.loads(lines[1])
+    bad["source_category"] = "rejected"
+    layout.rag_file.write_bytes(lines[0] + orjson.dumps(bad) + b"\n" + b"".join(lines[2:]))
+    whole = {layout.rag_file: [(0, layout.rag_file.stat().st_size)]}
+    assert verify_dataset(layout, "rag", trusted=whole) == []
+    assert any(line.startswith("forbidden_category") for line in verify_dataset(layout, "rag"))
