@@ -115,26 +115,42 @@ def _run_dirs(layout: Layout) -> list[str]:
     return [p.name for p in layout.runs_dir.iterdir() if p.is_dir()]
 
 
+# The three datasets are exported in one read of the trees (exports/onepass.py): their receipts
+# share one time window, reported once as "export" (records in = positions read, records out =
+# rows written to all three datasets), so the window is not counted three times.
+SHARED_EXPORT = "export"
+TIMED_STAGES = ("collect", "score", SHARED_EXPORT)
+
+
 def read_stage_timings(layout: Layout, run_id: str, process: ProcessRun) -> dict[str, StageTiming]:
-    timings: dict[str, StageTiming] = {}
+    receipts = {}
     for stage in STAGES:
         path = layout.run_dir(run_id) / f"{stage}.json"
-        if not path.exists():
-            continue
-        receipt = orjson.loads(path.read_bytes())
-        started = parse_timestamp(receipt["started_at"]).timestamp()
-        finished = parse_timestamp(receipt["finished_at"]).timestamp()
-        peak = process.peak_rss_between(started, finished)
-        cpu = process.cpu_between(started, finished)
-        timings[stage] = StageTiming(
-            stage=stage,
-            seconds=receipt["duration_ms"] / 1000,
-            records_in=receipt["counts"]["records_in"],
-            records_out=receipt["counts"]["records_out"],
-            peak_rss_mb=None if peak is None else peak / 1024,
-            cpu_s=cpu,
-        )
+        if path.exists():
+            receipts[stage] = orjson.loads(path.read_bytes())
+    exports = [receipts.pop(stage) for stage in STAGES if stage.startswith("export-") and stage in receipts]
+    timings: dict[str, StageTiming] = {}
+    for stage, receipt in receipts.items():
+        timings[stage] = _timing(stage, receipt, process, receipt["counts"]["records_in"], receipt["counts"]["records_out"])
+    if exports:
+        records_in = max(r["counts"]["records_in"] for r in exports)
+        records_out = sum(r["counts"]["records_out"] for r in exports)
+        timings[SHARED_EXPORT] = _timing(SHARED_EXPORT, exports[0], process, records_in, records_out)
     return timings
+
+
+def _timing(stage: str, receipt: dict, process: ProcessRun, records_in: int, records_out: int) -> StageTiming:
+    started = parse_timestamp(receipt["started_at"]).timestamp()
+    finished = parse_timestamp(receipt["finished_at"]).timestamp()
+    peak = process.peak_rss_between(started, finished)
+    return StageTiming(
+        stage=stage,
+        seconds=receipt["duration_ms"] / 1000,
+        records_in=records_in,
+        records_out=records_out,
+        peak_rss_mb=None if peak is None else peak / 1024,
+        cpu_s=process.cpu_between(started, finished),
+    )
 
 
 def source_files(layout: Layout) -> list[Path]:

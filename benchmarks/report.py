@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from distillation_pipeline.schemas import STAGES
+from benchmarks.pipeline_run import TIMED_STAGES as STAGES
 
 MB = 1024 * 1024
 RATIO_TARGET = 3.0
