@@ -209,3 +209,18 @@ def test_trusted_rows_still_count_for_unique_ids(tmp_path: Path) -> None:
     whole = {layout.rag_file: [(0, layout.rag_file.stat().st_size)]}
     assert verify_dataset(layout, "rag", trusted=whole) == []
     assert any(line.startswith("forbidden_category") for line in verify_dataset(layout, "rag"))
+
+
+def test_a_position_without_its_scored_line_is_not_kept_for_later(tmp_path: Path) -> None:
+    """Evidence ahead of its scores (a scorer that has not run yet) must be read again next time."""
+    layout = substrate(tmp_path / "root")
+    late = runs_for_day(9, 2, "late")
+    write_runs(layout, late[:1])
+    write_runs(layout, late[1:], scored=False)  # evidence line without its verdict: quarantined now
+    first = export_all(layout)
+    assert first["rag"].per_reason.get("missing_source_run_id") == 1
+    scored = layout.scored_dir / sorted(p.relative_to(layout.evidence_dir) for p in layout.evidence_dir.rglob("*.jsonl"))[-1]
+    with open(scored, "ab") as handle:  # the scorer catches up
+        handle.write(orjson.dumps(late[1].scored.model_dump(mode="json")) + b"\n")
+    export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")

@@ -175,14 +175,16 @@ class _Pass:
         )
         pairs = itertools.zip_longest(iter_lines(source.evidence, evidence_start), iter_lines(source.scored, scored_start))
         count = start
+        aligned = True  # every position had both lines (else a later run may fill the gap)
         for index, (evidence_line, scored_line) in enumerate(pairs, start=start):
+            aligned = aligned and evidence_line is not None and scored_line is not None
             item = read_position(source, index, evidence_line, scored_line)
             for participant in takers:
                 if index >= covered.get(participant, (0,))[0]:
                     participant.offer(item)
             count += 1
         self._ineligible(source, takers, count)
-        window = partition_window(self.layout, source, count)
+        window = partition_window(self.layout, source, count) if aligned else None
         if window is not None:
             for participant in takers:
                 yield participant, participant.end_partition(source.relative, window)
