@@ -265,7 +265,9 @@ def _block_counts(postings: list[np.ndarray], reach: np.ndarray, lo: int, hi: in
             heads.append(post[a:b])
     docs, counts = _count_unique(np.concatenate(heads), lo, hi)
     ascending = reach[::-1]
-    need = np.searchsorted(ascending, docs, side="right") + 1  # cmin: the count this length needs
+    # A doc at or past reach[j] needs more than m - j shared tokens: its minimum count is one
+    # more than the number of such j.
+    need = np.searchsorted(ascending, docs, side="right") + 1
     for j in range(1, m):
         tail = int(np.searchsorted(docs, reach[j]))  # candidates whose count lacks token j
         if tail == docs.size:
@@ -280,7 +282,11 @@ def _block_counts(postings: list[np.ndarray], reach: np.ndarray, lo: int, hi: in
 
 
 def _count_unique(docs: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct doc numbers (ascending) and how often each occurs: dense when the block is full."""
+    """Distinct doc numbers (ascending) and how often each occurs.
+
+    A bincount over the block when the postings fill it (the first blocks), else a sort: neither
+    costs more than the block or the postings in it.
+    """
     if docs.size * 4 >= hi - lo:
         counts = np.bincount(docs - lo, minlength=hi - lo)
         found = np.flatnonzero(counts)
