@@ -609,3 +609,17 @@ def test_corrupt_appended_evidence_replaces_nothing_and_keeps_the_state(substrat
         score_evidence_tree(layout)
     assert scored_tree(layout) == before and _state_file(layout).read_bytes() == state
     assert not list(layout.scored_dir.rglob("*.tmp"))
+
+
+def test_an_incremental_dry_run_counts_what_the_real_run_writes_and_touches_nothing(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    append_evidence(layout, [ev("observer_reviews", {"verdict": "reject"}, task_id="T3"), ev("distilled_facts", task_id="T3")])
+    before, state = scored_tree(layout), _state_file(layout).read_bytes()
+    dry = score_evidence_tree(layout, dry_run=True)
+    assert scored_tree(layout) == before and _state_file(layout).read_bytes() == state
+    real = score_evidence_tree(layout)
+    assert dry.incremental and real.incremental
+    for name in (*RESULT_COUNTS, "files_written", "files_unchanged", "new_records", "files_appended", "files_rescored"):
+        assert getattr(dry, name) == getattr(real, name), name
+    assert_same_as_full_rescore(layout, real)

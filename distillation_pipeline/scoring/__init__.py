@@ -2,7 +2,8 @@
 
 ``rules.score_record`` is the pure per-record scorer; ``joins`` lets extraction rows inherit
 from their verdict-bearing parents; ``ledger`` aggregates model_trust rows; ``stage`` runs the
-whole evidence tree into ``data/scored-runs/``.
+whole evidence tree into ``data/scored-runs/``, one line at a time through ``lines``, and
+re-scores only what changed since the last run using ``state`` (``data/_state/score/``).
 """
 
 from distillation_pipeline.scoring.joins import ParentIndex
