@@ -17,7 +17,7 @@ from distillation_pipeline.lib.hashing import aggregate_hash, file_sha256
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import EvidenceRecord, ModelLedgerEntry, Provenance, ScoredRun
-from distillation_pipeline.scoring import EvidenceError, score_evidence_tree
+from distillation_pipeline.scoring import EvidenceError, LedgerBuilder, score_evidence_tree
 
 _CLASSES = {
     "scrum_reviews": "verdict",
@@ -623,3 +623,19 @@ def test_an_incremental_dry_run_counts_what_the_real_run_writes_and_touches_noth
     for name in (*RESULT_COUNTS, "files_written", "files_unchanged", "new_records", "files_appended", "files_rescored"):
         assert getattr(dry, name) == getattr(real, name), name
     assert_same_as_full_rescore(layout, real)
+
+
+def test_a_touched_ledger_is_rebuilt_once_not_on_every_run(substrate: tuple[Layout, dict]) -> None:
+    layout, _ = substrate
+    score_evidence_tree(layout)
+    os.utime(layout.model_ledger)  # its fingerprint no longer matches the state: rebuilt, same bytes
+    first = score_evidence_tree(layout)
+    assert first.incremental and first.files_written == 0
+    calls = []
+    real_entries = LedgerBuilder.entries
+    LedgerBuilder.entries = lambda self: calls.append(1) or real_entries(self)  # type: ignore[method-assign]
+    try:
+        score_evidence_tree(layout)
+    finally:
+        LedgerBuilder.entries = real_entries  # type: ignore[method-assign]
+    assert calls == []

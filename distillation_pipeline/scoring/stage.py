@@ -258,6 +258,7 @@ class _Run:
         self.files: dict[str, FileState] = {}  # the new state's files
         self.batch = batch
         self.new_ledger = LedgerState()
+        self.ledger_rebuilt = False
         self.touched: dict[tuple[str, str], Judgement] = {}  # join key -> its judgement before this run
         self.restat: list[tuple[str, Path]] = []  # scored files whose fingerprint to record after commit
         self.written = self.unchanged = self.new_records = self.appended = self.rescored = 0
@@ -387,6 +388,7 @@ class _Run:
             self.unchanged += 1
             self.new_ledger = previous
             return previous.rows, previous.entries
+        self.ledger_rebuilt = True
         builder = LedgerBuilder()
         for path, rel in zip(paths, rels, strict=True):
             data, stat, hasher = self._read(path, 0, None)
@@ -536,7 +538,7 @@ def _score_evidence_tree(layout: Layout, scorer_version: str, dry_run: bool) -> 
     except BaseException:
         batch.discard()  # a corrupt line (or a kill signal) replaces nothing
         raise
-    changed = run.new_records or run.restat or run.written or stale or set(run.files) != set(state.files)
+    changed = run.new_records or run.restat or run.written or stale or run.ledger_rebuilt or set(run.files) != set(state.files)
     if not dry_run and (changed or not state.usable):
         _save_state(layout, run, scorer_version, code)
     return _result(layout, files, run, state, stale, ledger_rows, ledger_entries)
