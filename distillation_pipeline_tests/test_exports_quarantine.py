@@ -208,3 +208,21 @@ def test_every_reason_in_the_taxonomy_is_reachable(layout: Layout) -> None:
     for result in (conserved(export_rag(layout)), conserved(export_sft(layout)), conserved(export_preference(layout))):
         seen |= set(result.per_reason)
     assert seen == set(QUARANTINE_REASONS), set(QUARANTINE_REASONS) - seen
+
+
+def test_nan_in_evidence_or_scored_line_is_refused_not_exported(layout: Layout) -> None:
+    """pydantic's JSON parser would take NaN; the exporter must refuse it as orjson does."""
+    from distillation_pipeline.exports import export_rag
+    from distillation_pipeline_tests.export_fixtures import make_run, write_manifest, write_runs
+
+    write_manifest(layout)
+    write_runs(layout, [make_run("ok"), make_run("nan-ev"), make_run("nan-sc")])
+    (evidence,) = layout.evidence_dir.rglob("*.jsonl")
+    scored = layout.scored_dir / evidence.relative_to(layout.evidence_dir)
+    ev_lines, sc_lines = evidence.read_bytes().splitlines(), scored.read_bytes().splitlines()
+    ev_lines[1] = ev_lines[1].replace(b'"key":"nan-ev"', b'"key":NaN')
+    sc_lines[2] = sc_lines[2].replace(b'"reasons":["fixture"]', b'"reasons":["fixture"],"x":Infinity')
+    evidence.write_bytes(b"\n".join(ev_lines) + b"\n")
+    scored.write_bytes(b"\n".join(sc_lines) + b"\n")
+    result = conserved(export_rag(layout))
+    assert result.written == 1 and result.per_reason == {"schema_violation": 1, "missing_source_run_id": 1}

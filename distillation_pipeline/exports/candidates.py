@@ -176,8 +176,10 @@ def _parse_evidence(data: bytes, where: str, stream: str) -> EvidenceRecord | Br
     # Fast path: almost every line is a valid record (collect wrote it), and pydantic-core
     # parses and validates it in one go. Only a line that fails is looked at again, to say why.
     try:
+        if _non_standard_json(data):
+            raise ValueError
         evidence = EvidenceRecord.model_validate_json(data)
-    except ValidationError:
+    except (ValidationError, ValueError):
         return _evidence_refusal(data, where, stream)
     if evidence.stream != stream:
         detail = f"evidence of stream {evidence.stream} in the {stream} partition file"
@@ -217,13 +219,21 @@ def _evidence_refusal(data: bytes, where: str, stream: str) -> Broken:
             created_at=recorded.recorded_at,
         )
     # Valid as a Python object but not from JSON text (pydantic's JSON mode is stricter on a
-    # few types): refuse it rather than guess.
+    # few types): refuse it rather than guess. A NaN/Infinity line never gets here: orjson
+    # rejects it above.
     return Broken("schema_violation", "evidence: not valid as JSON", where, stream, evidence_id, task_id)
+
+
+def _non_standard_json(data: bytes) -> bool:
+    """pydantic's JSON parser accepts NaN and Infinity, which orjson (and JSON) reject: such a
+    line takes the orjson path, so it is refused as before instead of slipping through."""
+    return b"NaN" in data or b"Infinity" in data
 
 
 def _parse_scored(data: bytes) -> ScoredRun | tuple[QuarantineReason, str]:
     try:
-        return ScoredRun.model_validate_json(data)
+        if not _non_standard_json(data):
+            return ScoredRun.model_validate_json(data)
     except ValidationError:
         pass
     raw = _loads(data)
