@@ -170,6 +170,12 @@ def scored_runs(
         "files_written": dg.MetadataValue.int(result.files_written),
         "files_unchanged": dg.MetadataValue.int(result.files_unchanged),
         "scorer_version": dg.MetadataValue.text(result.scorer_version),
+        # what this run actually read: the rest was kept from the previous run (scoring/state.py)
+        "incremental": dg.MetadataValue.bool(result.incremental),
+        "full_rescore_reason": dg.MetadataValue.text(result.full_reason or "none"),
+        "new_records": dg.MetadataValue.int(result.new_records),
+        "files_appended": dg.MetadataValue.int(result.files_appended),
+        "files_rescored": dg.MetadataValue.int(result.files_rescored),
     }
     errors = [] if conserved else ["counts_not_conserved: evidence in != scored out + ledger rows"]
     return finish_stage(
