@@ -7,8 +7,9 @@ import dagster as dg
 
 from distillation_pipeline.defs.resources import DistillPaths
 from distillation_pipeline.evidence.state import CollectState
-from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK, verify_dataset
+from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK
 from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
+from distillation_pipeline.exports.parallel_verify import VerifyJob, verify_side_by_side
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.receipt import read_receipt
 from distillation_pipeline.receipts.summary import previous_summary
@@ -78,64 +79,78 @@ def _export_options(layout: Layout, run_id: str, dataset: str) -> dict:
     return read_receipt(candidates[-1]).options
 
 
-def _firewall_check(dataset: str) -> dg.AssetChecksDefinition:
-    asset = DATASET_ASSET[dataset]
-    groups = _check_groups(dataset)
+def _firewall_specs() -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=DATASET_ASSET[dataset], blocking=True, description=_CHECK_DESCRIPTIONS[name])
+        for dataset in DATASET_ASSET
+        for name in _check_groups(dataset)
+    ]
 
-    @dg.multi_asset_check(
-        name=f"{dataset}_firewall",
-        specs=[
-            dg.AssetCheckSpec(name, asset=asset, blocking=True, description=_CHECK_DESCRIPTIONS[name])
-            for name in groups
-        ],
-        description=f"Re-read the written {dataset} dataset and enforce the contamination firewall.",
-    )
-    def firewall(context: dg.AssetCheckExecutionContext, paths: DistillPaths) -> Iterator[dg.AssetCheckResult]:
-        layout = paths.layout()
+
+@dg.multi_asset_check(
+    name="dataset_firewalls",
+    specs=_firewall_specs(),
+    can_subset=True,
+    description="Re-read each written dataset and enforce the contamination firewall (the selected datasets "
+    "are verified side by side, one process each, on up to two cores).",
+)
+def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPaths) -> Iterator[dg.AssetCheckResult]:
+    layout = paths.layout()
+    selected = context.selected_asset_check_keys
+    datasets = [d for d in DATASET_ASSET if any(key.asset_key == dg.AssetKey(DATASET_ASSET[d]) for key in selected)]
+    jobs = {}
+    for dataset in datasets:
         options = _export_options(layout, context.run.run_id, dataset)
         export_options = {key: value for key, value in options.items() if key != "dry_run"}
         # Rows the exporter copied verbatim from files this check passed before are held only to
         # the rules that span rows; every other row gets every rule (exports/increments.py).
-        trusted = trusted_ranges(layout, dataset, export_options)
-        violations = verify_dataset(
-            layout,
-            dataset,
+        jobs[dataset] = VerifyJob(
+            root=str(layout.root),
+            dataset=dataset,
             include_review=bool(options.get("include_review", False)),
             include_partial=bool(options.get("include_partial", False)),
             max_pairs_per_task=int(options.get("max_pairs_per_task", DEFAULT_MAX_PAIRS_PER_TASK)),
-            limit=10_000,
-            trusted=trusted,
+            trusted={str(path): ranges for path, ranges in trusted_ranges(layout, dataset, export_options).items()},
+            export_options=export_options,
+            dry_run=bool(options.get("dry_run")),
         )
+    violations = verify_side_by_side(list(jobs.values()))
+    for dataset in datasets:
+        job, found = jobs[dataset], violations[dataset]
         files = [layout.dataset_file(dataset), *VARIANT_FILES[dataset](layout)]
-        if violations:
+        if found:
             forget_verified(layout, dataset)
-        elif not options.get("dry_run") and all(path.is_file() for path in files):
-            record_verified(layout, dataset, export_options, files)
-        by_code: dict[str, list[str]] = {}
-        for line in violations:
-            by_code.setdefault(line.split(":", 1)[0], []).append(line)
-        claimed = {code for codes in groups.values() for code in codes}
-        unclaimed = [line for code, lines in by_code.items() if code not in claimed for line in lines]
-        for name, codes in groups.items():
-            found = [line for code in codes for line in by_code.get(code, [])]
-            if name == "well_formed_rows":
-                found += unclaimed  # e.g. missing_file: nothing may slip through unchecked
-            yield dg.AssetCheckResult(
-                asset_key=asset,
-                check_name=name,
-                passed=not found,
-                description="holds" if not found else f"{len(found)} violation(s): {found[0]}",
-                metadata={
-                    "violations": len(found),
-                    "trusted_bytes": sum(end - start for ranges in trusted.values() for start, end in ranges),
-                    "examples": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in found[:20]) or "none"),
-                },
-            )
-
-    return firewall
+        elif not job.dry_run and all(path.is_file() for path in files):
+            record_verified(layout, dataset, job.export_options, files)
+        trusted_bytes = sum(end - start for ranges in job.trusted.values() for start, end in ranges)
+        for result in _results(dataset, found, trusted_bytes):
+            if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:  # type: ignore[arg-type]
+                yield result
 
 
-dataset_firewalls = [_firewall_check(dataset) for dataset in DATASET_ASSET]
+def _results(dataset: str, violations: list[str], trusted_bytes: int) -> Iterator[dg.AssetCheckResult]:
+    """One result per named check: each violation line goes to the check that owns its code."""
+    asset, groups = DATASET_ASSET[dataset], _check_groups(dataset)
+    by_code: dict[str, list[str]] = {}
+    for line in violations:
+        by_code.setdefault(line.split(":", 1)[0], []).append(line)
+    claimed = {code for codes in groups.values() for code in codes}
+    unclaimed = [line for code, lines in by_code.items() if code not in claimed for line in lines]
+    for name, codes in groups.items():
+        found = [line for code in codes for line in by_code.get(code, [])]
+        if name == "well_formed_rows":
+            found += unclaimed  # e.g. missing_file: nothing may slip through unchecked
+        yield dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=name,
+            passed=not found,
+            description="holds" if not found else f"{len(found)} violation(s): {found[0]}",
+            metadata={
+                "violations": len(found),
+                "trusted_bytes": trusted_bytes,
+                "examples": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in found[:20]) or "none"),
+            },
+        )
 
 
 # --- soft signals (WARN, not blocking) -----------------------------------------------------------
