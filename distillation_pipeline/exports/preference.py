@@ -19,7 +19,6 @@ checked on the chosen side only: a rejected answer that invents a file is the ki
 a preference set should teach a model to avoid.
 """
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +47,7 @@ from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.onepass import run_exports
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, decode_ref, encode_ref, stripped_digest
+from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, micros, stripped_digest
 from distillation_pipeline.exports.streaming import prompt_response_refusal
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
@@ -145,21 +144,14 @@ class PreferenceExport:
             self._quarantine.refuse_candidate(item, *refusal)
             return
         prompt, response = item.evidence.prompt or "", item.evidence.response or ""
-        run = RunRef(
-                evidence_id=item.evidence.id,
-                # Interned: a million runs share a handful of these strings.
-                stream=sys.intern(item.stream),
-                category=sys.intern(item.category),
-                source=item.source,
-                index=item.index,
-                offset=item.evidence_offset,
-                prompt_digest=stripped_digest(prompt) if side == "chosen" else None,
-                response_digest=stripped_digest(response),
-                recorded_at=item.created_at,
-                scorer_version=sys.intern(item.scored.scorer_version),
-            )
-        self._runs.add(item.evidence.task_id, run)
-        self._events.append(encode_ref(item.evidence.task_id, run))
+        # What pass 2 needs of the run, in the form the spill and the export state keep it.
+        encoded = [
+            item.evidence.task_id, item.evidence.id, item.stream, item.category, item.index, item.evidence_offset,
+            stripped_digest(prompt).hex() if side == "chosen" else None, stripped_digest(response).hex(),
+            micros(item.created_at), item.scored.scorer_version,
+        ]  # fmt: skip
+        self._runs.add_encoded(item.source, encoded)
+        self._events.append(encoded)
 
     def finish(self) -> None:
         """Pass 2: pairs per task, in sorted task-id order."""
@@ -193,8 +185,7 @@ class PreferenceExport:
         copy_range(previous_outputs[2], start, end, self._quarantine_sink)
         source = self._source_of(record.relative)
         for event in record.events:
-            task_id, run = decode_ref(event, source)
-            self._runs.add(task_id, run)
+            self._runs.add_encoded(source, event)
         self._events = list(record.events)
         delta, r = record.counts, self.result
         r.records_in += delta["records_in"]

@@ -52,24 +52,33 @@ class RunRef:
         return position(self.source.relative, self.index)
 
 
-def _micros(moment: datetime) -> int:
+def micros(moment: datetime) -> int:
     """Exact: a timedelta holds whole microseconds, as a datetime does."""
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 class RunRefSpill:
-    """Runs grouped by task, with at most ``chunk_runs`` of them in memory at a time."""
+    """Runs grouped by task, with at most ``chunk_runs`` of them in memory at a time.
+
+    Runs wait in their encoded form (``encode_ref``: what the export state stores too), so a
+    run taken from the previous run's state is never decoded and re-encoded; each is decoded
+    once, when its task comes up.
+    """
 
     def __init__(self, chunk_runs: int | None = None) -> None:
         self._chunk_runs = chunk_runs or DEFAULT_CHUNK_RUNS
-        self._chunk: list[tuple[str, int, RunRef]] = []
+        self._chunk: list[tuple[str, int, str, list]] = []  # task, arrival, partition, encoded run
         self._files: list[IO[bytes]] = []
         self._sources: dict[str, SourceFiles] = {}  # a file's runs share one SourceFiles
         self._arrivals = 0
 
     def add(self, task_id: str, run: RunRef) -> None:
-        self._sources.setdefault(run.source.relative, run.source)
-        self._chunk.append((task_id, self._arrivals, run))
+        self.add_encoded(run.source, encode_ref(task_id, run))
+
+    def add_encoded(self, source: SourceFiles, encoded: list) -> None:
+        """A run in ``encode_ref`` form (its first value is the task id) from ``source``."""
+        self._sources.setdefault(source.relative, source)
+        self._chunk.append((encoded[0], self._arrivals, source.relative, encoded))
         self._arrivals += 1
         if len(self._chunk) >= self._chunk_runs:
             self._spill()
@@ -77,7 +86,8 @@ class RunRefSpill:
     def _spill(self) -> None:
         self._chunk.sort(key=lambda entry: (entry[0], entry[1]))
         handle = tempfile.TemporaryFile()  # unlinked: gone when closed, or when the process dies
-        handle.write(b"".join(orjson.dumps(_encode(task, arrival, run)) + b"\n" for task, arrival, run in self._chunk))
+        handle.write(b"".join(orjson.dumps([arrival, relative, *encoded]) + b"\n"
+                              for _, arrival, relative, encoded in self._chunk))  # fmt: skip
         handle.seek(0)
         self._files.append(handle)
         self._chunk = []
@@ -87,13 +97,13 @@ class RunRefSpill:
         try:
             if not self._files:  # everything fits in one chunk: no file needed
                 self._chunk.sort(key=lambda entry: (entry[0], entry[1]))
-                entries: Iterator[tuple[str, int, RunRef]] = iter(self._chunk)
+                entries: Iterator[tuple[str, int, str, list]] = iter(self._chunk)
             else:
                 if self._chunk:
                     self._spill()
                 entries = heapq.merge(*(self._read(handle) for handle in self._files), key=lambda e: (e[0], e[1]))
             for task_id, group in itertools.groupby(entries, key=lambda entry: entry[0]):
-                yield task_id, [run for _, _, run in group]
+                yield task_id, [decode_ref(encoded, self._sources[relative])[1] for _, _, relative, encoded in group]
         finally:
             self.close()
 
@@ -102,9 +112,10 @@ class RunRefSpill:
             handle.close()
         self._files, self._chunk = [], []
 
-    def _read(self, handle: IO[bytes]) -> Iterator[tuple[str, int, RunRef]]:
+    def _read(self, handle: IO[bytes]) -> Iterator[tuple[str, int, str, list]]:
         for line in handle:
-            yield _decode(orjson.loads(line), self._sources)
+            arrival, relative, *encoded = orjson.loads(line)
+            yield encoded[0], arrival, relative, encoded
 
 
 def encode_ref(task_id: str, run: RunRef) -> list:
@@ -112,7 +123,7 @@ def encode_ref(task_id: str, run: RunRef) -> list:
     return [
         task_id, run.evidence_id, run.stream, run.category, run.index, run.offset,
         run.prompt_digest.hex() if run.prompt_digest is not None else None, run.response_digest.hex(),
-        _micros(run.recorded_at), run.scorer_version,
+        micros(run.recorded_at), run.scorer_version,
     ]  # fmt: skip
 
 
@@ -131,13 +142,3 @@ def decode_ref(row: list, source: SourceFiles) -> tuple[str, RunRef]:
         scorer_version=sys.intern(version),
     )
     return task_id, run
-
-
-def _encode(task_id: str, arrival: int, run: RunRef) -> list:
-    return [arrival, run.source.relative, *encode_ref(task_id, run)]
-
-
-def _decode(row: list, sources: dict[str, SourceFiles]) -> tuple[str, int, RunRef]:
-    arrival, relative, *ref = row
-    task_id, run = decode_ref(ref, sources[relative])
-    return task_id, arrival, run
