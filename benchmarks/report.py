@@ -404,8 +404,9 @@ def _incremental_section(inc: dict) -> list[str]:
         stage_rows,
     )
     out += [
-        "The collect receipt counts what is on record after the run (cumulative); the other stages "
-        "re-read every evidence line.",
+        "Receipts count what is on record after the run (cumulative), so records in are the whole tree; "
+        "what each stage actually read this run is in its asset metadata (collect `new_rows_read`, score "
+        "`new_records`, export `reused_positions`).",
         "",
     ]
     comparison = inc["comparison"]
