@@ -224,3 +224,107 @@ def test_a_position_without_its_scored_line_is_not_kept_for_later(tmp_path: Path
         handle.write(orjson.dumps(late[1].scored.model_dump(mode="json")) + b"\n")
     export_all(layout)
     assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+
+
+# --- holes a review proved in the first version (each test failed against it) ------------------
+
+
+def test_the_code_digest_covers_every_module_of_the_package(tmp_path: Path) -> None:
+    """A change to lib/jsonl.py (how every line is written) must invalidate recorded prefixes."""
+    import subprocess
+    import sys
+
+    import distillation_pipeline
+
+    package = Path(distillation_pipeline.__file__).parent
+    copy = tmp_path / "src"
+    shutil.copytree(package, copy / "distillation_pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = "from distillation_pipeline.exports.increments import code_digest; print(code_digest())"
+
+    def digest() -> str:
+        return subprocess.run([sys.executable, "-c", probe], cwd=copy, capture_output=True, text=True, check=True).stdout
+
+    before = digest()
+    with open(copy / "distillation_pipeline" / "lib" / "jsonl.py", "a") as handle:
+        handle.write("\n# a deploy\n")
+    assert digest() != before
+
+
+def test_state_recorded_under_other_code_is_neither_reused_nor_trusted(tmp_path: Path) -> None:
+    from distillation_pipeline.exports.increments import trusted_ranges
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    assert check_like_the_asset(layout) == []
+    write_runs(layout, runs_for_day(1, 2, "new"))
+    export_all(layout)
+    assert trusted_ranges(layout, "rag", {"include_review": False})
+    header = layout.export_state_dir / "rag.json"
+    stored = orjson.loads(header.read_bytes())
+    header.write_bytes(orjson.dumps({**stored, "code": "0" * 64}))  # as if verify.py (or any module) changed
+    assert trusted_ranges(layout, "rag", {"include_review": False}) == {}
+    results = export_all(layout)
+    assert results["rag"].reused_positions == 0
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+
+
+def test_rows_appended_while_a_partition_is_read_are_read_next_time(tmp_path: Path, monkeypatch) -> None:
+    """A writer outside the root lock appends during the read, or right after it: the rows
+    appended must not be counted as read (the next run reads them)."""
+    from distillation_pipeline.exports import onepass
+
+    for hook in ("read_position", "partition_window"):
+        layout = substrate(tmp_path / hook)
+        export_all(layout)
+        target = sorted(layout.evidence_dir.rglob("*.jsonl"))[0]
+        write_runs(layout, runs_for_day(0, 1, "tail"))  # a tail to read in the hooked run
+        original = getattr(onepass, hook)
+        done = []
+
+        def appending(*args, original=original, target=target, layout=layout, done=done):  # type: ignore[no-untyped-def]
+            source = next(arg for arg in args if hasattr(arg, "evidence"))
+            if source.evidence == target and not done:
+                done.append(True)
+                write_runs(layout, runs_for_day(0, 1, "late"))
+            return original(*args)
+
+        monkeypatch.setattr(onepass, hook, appending)
+        export_all(layout)
+        monkeypatch.setattr(onepass, hook, original)
+        assert done
+        export_all(layout)
+        assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / f"fresh-{hook}"), hook
+
+
+def test_a_same_size_edit_with_the_mtime_put_back_is_seen(tmp_path: Path) -> None:
+    """cp -p / rsync -t --inplace / os.utime keep size and mtime; the ctime still moves."""
+    import os
+
+    from distillation_pipeline.exports.increments import trusted_ranges
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    assert check_like_the_asset(layout) == []
+    scored = sorted(layout.scored_dir.rglob("*.jsonl"))[0]
+    stat = os.stat(scored)
+    data = scored.read_bytes()
+    flipped = data.replace(b'"category":"accepted"', b'"category":"rejected"', 1)
+    assert flipped != data and len(flipped) == len(data)
+    scored.write_bytes(flipped)
+    os.utime(scored, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+
+    # The check: a copied row edited in place, same size, mtime restored, is not trusted.
+    assert check_like_the_asset(layout) == []
+    write_runs(layout, runs_for_day(3, 2, "new"))
+    export_all(layout)
+    assert trusted_ranges(layout, "rag", {"include_review": False})
+    stat = os.stat(layout.rag_file)
+    text = layout.rag_file.read_bytes()
+    edited = text.replace(b'"source_category":"accepted"', b'"source_category":"rejected"', 1)
+    assert len(edited) == len(text) and edited != text
+    layout.rag_file.write_bytes(edited)
+    os.utime(layout.rag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert trusted_ranges(layout, "rag", {"include_review": False}) == {}
+    assert any(line.startswith("forbidden_category") for line in check_like_the_asset(layout))

@@ -21,7 +21,9 @@ else, and any doubt, means the partition is read from its first line: the state 
 never the truth, and the output is byte-identical to a run without it (tested).
 """
 
+import functools
 import hashlib
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,33 +35,30 @@ import orjson
 from distillation_pipeline.exports.candidates import SourceFiles
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
 from distillation_pipeline.lib.digests import file_digests, remember_digests
+from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
 STATE_VERSION = 1
-_CODE_FILES = ("candidates.py", "firewall.py", "ids.py", "onepass.py", "paths.py", "preference.py", "quarantine.py",
-               "rag.py", "run_refs.py", "secrets.py", "sft.py", "streaming.py", "increments.py")  # fmt: skip
+# Libraries whose behaviour shapes output bytes (serialisation, validation).
+_LIBRARIES = ("orjson", "pydantic", "pydantic_core")
 
 
-_VERIFY_CODE_FILES = ("verify.py", "secrets.py", "paths.py", "ids.py", "preference.py")
-
-
-def _digest_of(names: tuple[str, ...]) -> str:
-    digest = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in names:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
-    digest.update((here.parent / "schemas.py").read_bytes())
-    return digest.hexdigest()
-
-
+@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """The export code itself: a change to any rule invalidates every recorded prefix."""
-    return _digest_of(_CODE_FILES)
-
-
-def verify_code_digest() -> str:
-    """The firewall check's code: a change to it invalidates every recorded verification."""
-    return _digest_of(_VERIFY_CODE_FILES)
+    """The code that decides output bytes and verdicts: every module of the package and the
+    versions of the libraries that serialise and validate. Any change invalidates every
+    recorded prefix and every recorded verification (a deploy rebuilds once, then resumes).
+    Hashing only the export modules missed, e.g., a change in ``lib/jsonl.py`` (review)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in _LIBRARIES:
+        try:
+            digest.update(f"{name}=={importlib.metadata.version(name)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{name}==?".encode())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -94,24 +93,33 @@ class FileWindow:
     scored_sha256: str
 
 
-def partition_window(layout: Layout, source: SourceFiles, positions: int) -> FileWindow | None:
-    """The window a run just read, if a later run could reuse it: both files whole lines, same count."""
-    try:
-        evidence_size, scored_size = source.evidence.stat().st_size, source.scored.stat().st_size
-    except FileNotFoundError:
-        return None
+def partition_window(
+    layout: Layout, source: SourceFiles, positions: int, sizes: tuple[int, int]
+) -> FileWindow | None:
+    """The window a run just read, if a later run could reuse it: whole lines in both files.
+
+    ``sizes`` are the evidence and scored sizes the read saw (checked unchanged around it), so
+    bytes a writer outside the root lock appends after the read are never counted as read.
+    """
+    evidence_size, scored_size = sizes
     if not _ends_with_newline(source.evidence, evidence_size) or not _ends_with_newline(source.scored, scored_size):
         return None
-    digests = file_digests(layout, [source.evidence, source.scored], persist=False)
-    return FileWindow(positions, evidence_size, digests[source.evidence], scored_size, digests[source.scored])
+    evidence_sha256 = _sha256_of_prefix(layout, source.evidence, evidence_size)
+    scored_sha256 = _sha256_of_prefix(layout, source.scored, scored_size)
+    if evidence_sha256 is None or scored_sha256 is None:
+        return None
+    return FileWindow(positions, evidence_size, evidence_sha256, scored_size, scored_sha256)
 
 
 def _ends_with_newline(path: Path, size: int) -> bool:
     if size == 0:
         return True
-    with open(path, "rb") as handle:
-        handle.seek(size - 1)
-        return handle.read(1) == b"\n"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(size - 1)
+            return handle.read(1) == b"\n"
+    except FileNotFoundError:
+        return False
 
 
 class PrefixCheck:
@@ -201,7 +209,7 @@ class StateReader:
             return
         self.valid = True
         # Bytes copied from outputs the firewall check verified may skip its rescan next time.
-        self.verified = _verified(layout, dataset, options, outputs)
+        self.verified = _verified(layout, dataset, options)
         self._records = _read_records(parts)
         self._next = next(self._records, None)
 
@@ -262,11 +270,9 @@ class StateWriter:
         atomic_write_bytes(_header_path(self._layout, self._dataset), orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
 
     def abandon(self) -> None:
+        """The export failed: drop the temporary parts file and the header (next run: full)."""
         exc = RuntimeError("export abandoned")
-        try:
-            self._writer.__exit__(RuntimeError, exc, None)
-        except RuntimeError:
-            pass
+        self._writer.__exit__(RuntimeError, exc, None)  # the writer removes its temp file
         _header_path(self._layout, self._dataset).unlink(missing_ok=True)
 
 
@@ -281,12 +287,18 @@ def _verified_path(layout: Layout, dataset: str) -> Path:
 
 def _verification(layout: Layout, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
     manifest = file_digests(layout, [layout.repo_manifest]).get(layout.repo_manifest)
-    return {"dataset": dataset, "options": options, "manifest": manifest, "code": verify_code_digest()}
+    return {"dataset": dataset, "options": options, "manifest": manifest, "code": code_digest()}
+
+
+def _fresh_digests(paths: list[Path]) -> dict[Path, str]:
+    """sha256 read from the bytes, never from the (size, mtime, inode) cache: trust in the
+    firewall must not rest on file metadata an in-place edit can keep (review)."""
+    return {path: file_sha256(path) for path in paths if path.is_file()}
 
 
 def record_verified(layout: Layout, dataset: str, options: dict[str, Any], files: list[Path]) -> None:
     """The firewall check found no violation in exactly these files (their sha256 is kept)."""
-    digests = file_digests(layout, files)
+    digests = _fresh_digests(files)
     marker = {**_verification(layout, dataset, options),
               "files": {layout.relative(path): digests.get(path) for path in files}}  # fmt: skip
     layout.export_state_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +309,7 @@ def forget_verified(layout: Layout, dataset: str) -> None:
     _verified_path(layout, dataset).unlink(missing_ok=True)
 
 
-def _verified(layout: Layout, dataset: str, options: dict[str, Any], outputs: list[Path]) -> bool:
+def _verified(layout: Layout, dataset: str, options: dict[str, Any]) -> bool:
     """Did the firewall check pass on exactly the current files of this dataset, under these options?"""
     try:
         marker = orjson.loads(_verified_path(layout, dataset).read_bytes())
@@ -306,7 +318,7 @@ def _verified(layout: Layout, dataset: str, options: dict[str, Any], outputs: li
     if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in _verification(layout, dataset, options).items()):
         return False
     files = marker.get("files") or {}
-    current = file_digests(layout, [layout.root / rel for rel in files])
+    current = _fresh_digests([layout.root / rel for rel in files])
     return bool(files) and all(current.get(layout.root / rel) == digest for rel, digest in files.items())
 
 
@@ -317,12 +329,11 @@ def trusted_ranges(layout: Layout, dataset: str, options: dict[str, Any]) -> dic
     written by this export code, and under the same options and manifest; otherwise nothing.
     """
     header = _load_header(layout, dataset)
-    if header is None or header.get("code") != code_digest():
-        return {}
-    if any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, header["code"]).items()):
+    # The same code digest also covers verify.py: bytes verified under other rules are not trusted.
+    if header is None or any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, code_digest()).items()):
         return {}
     order = [layout.root / rel for rel in header.get("output_order", [])]
-    current = file_digests(layout, [*order, _parts_path(layout, dataset)])
+    current = _fresh_digests([*order, _parts_path(layout, dataset)])
     if not order or current.get(_parts_path(layout, dataset)) != header.get("parts_sha256"):
         return {}
     if any(current.get(path) != header["outputs"].get(layout.relative(path)) for path in order):

@@ -16,6 +16,7 @@ prompt and response pay once.
 import contextlib
 import hashlib
 import itertools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol
@@ -87,12 +88,26 @@ class Participant(Protocol):
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord: ...
 
 
+def _file_states(source: SourceFiles) -> tuple:
+    """What tells us a file changed under us: size, mtime, inode and ctime of both files."""
+    states = []
+    for path in (source.evidence, source.scored):
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            states.append(None)
+            continue
+        states.append((stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns))
+    return tuple(states)
+
+
 def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run: bool) -> dict[str, ExportResult]:
     """Export every participant's dataset in one read of the trees; results by dataset name.
 
     All outputs are replaced atomically when the pass succeeds; an exception leaves every
-    previous file as it was. What the previous run recorded (``exports/increments.py``) lets
-    unchanged partition prefixes be copied instead of re-read; a dry run reads everything.
+    previous output as it was (and drops the export state, so the next run reads everything).
+    What the previous run recorded (``exports/increments.py``) lets unchanged partition
+    prefixes be copied instead of re-read; a dry run reads everything and records nothing.
     """
     sources = list_source_files(layout)
     inputs = input_files(sources)
@@ -106,9 +121,9 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
             participant.result.inputs.append(layout.repo_manifest)
 
     code = code_digest()
-    previous = {p: StateReader(layout, p.result.dataset, p.result.options, p.outputs, code) for p in participants}
-    if dry_run:
-        previous = {}
+    previous = {} if dry_run else {
+        p: StateReader(layout, p.result.dataset, p.result.options, p.outputs, code) for p in participants
+    }
     pass_ = _Pass(layout, participants, previous)
     written: dict[Path, HashingSink] = {}
     writers = {} if dry_run else {p: StateWriter(layout, p.result.dataset, p.result.options, code) for p in participants}
@@ -164,11 +179,15 @@ class _Pass:
         takers = [p for p in self.participants if p.eligible(source.stream)]
         if not takers:  # nobody parses a line of it
             count = sum(1 for _ in itertools.zip_longest(iter_lines(source.evidence), iter_lines(source.scored)))
-            self._ineligible(source, takers, count)
+            self._count_for_the_others(source, takers, count)
             return
+        before = _file_states(source)  # a partition that changes while it is read is not kept
         for participant in takers:
             participant.begin_partition()
         covered = self._reuse(source, takers)
+        # Read from the fewest positions any taker reuses: every recorded window describes the
+        # same file prefix, so the byte offsets of one with that many positions fit them all;
+        # takers that reused more skip the positions they already have.
         start = min(covered.get(p, (0, 0, 0))[0] for p in takers)
         _, evidence_start, scored_start = next(
             (window for window in covered.values() if window[0] == start), (0, 0, 0)
@@ -183,8 +202,10 @@ class _Pass:
                 if index >= covered.get(participant, (0,))[0]:
                     participant.offer(item)
             count += 1
-        self._ineligible(source, takers, count)
-        window = partition_window(self.layout, source, count) if aligned else None
+        self._count_for_the_others(source, takers, count)
+        stable = aligned and None not in before and _file_states(source) == before
+        sizes = (before[0][0], before[1][0]) if stable else (0, 0)  # type: ignore[index]
+        window = partition_window(self.layout, source, count, sizes) if stable else None
         if window is not None:
             for participant in takers:
                 yield participant, participant.end_partition(source.relative, window)
@@ -202,7 +223,8 @@ class _Pass:
             self.reused[participant] = self.reused.get(participant, 0) + record.positions
         return covered
 
-    def _ineligible(self, source: SourceFiles, takers: list[Participant], count: int) -> None:
+    def _count_for_the_others(self, source: SourceFiles, takers: list[Participant], count: int) -> None:
+        """The datasets that do not admit this stream count its positions as ineligible."""
         if count:
             for participant in self.participants:
                 if participant not in takers:

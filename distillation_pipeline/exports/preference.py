@@ -180,7 +180,8 @@ class PreferenceExport:
         return True  # a run's refusal and its reference depend on nothing outside its partition
 
     def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
-        # Pairs are rebuilt every run, so no byte of the pair files is a copy: nothing to trust.
+        # Only the partition's run refusals (quarantine) are copied; pairs are rebuilt every run,
+        # so no byte of the pair files is a copy and nothing is marked trusted (``verified``).
         (start, end), = record.ranges
         copy_range(previous_outputs[2], start, end, self._quarantine_sink)
         source = self._source_of(record.relative)

@@ -29,14 +29,10 @@ from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.secrets import find_secret_in
 from distillation_pipeline.lib.firstseen import FirstSeen
 from distillation_pipeline.lib.jsonl import dumps_line
-from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import QuarantineReason
 
 if TYPE_CHECKING:
     from distillation_pipeline.exports.onepass import HashingSink
-
-HALLUCINATION_CHECK = "hallucinated_file_path"
-
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -47,16 +43,6 @@ class Row:
 
 Refusal = tuple[QuarantineReason, str]
 Builder = Callable[[Candidate, RepoManifest | None], Row | Refusal]
-
-
-def load_manifest(layout: Layout, result: ExportResult) -> RepoManifest | None:
-    """The repo manifest, or None with the check recorded as not run (never as passed)."""
-    manifest = RepoManifest.load(layout.repo_manifest)
-    if manifest is None:
-        result.checks_not_run.append(HALLUCINATION_CHECK)
-    else:
-        result.inputs.append(layout.repo_manifest)
-    return manifest
 
 
 def prompt_response_refusal(

@@ -1,10 +1,11 @@
-"""sha256 of files, remembered across stages and runs by (size, mtime, inode).
+"""sha256 of files, remembered across stages and runs by (size, mtime, inode, ctime).
 
 Every stage receipt hashes its inputs and outputs, and the same evidence tree is an output of
 collect and an input of four later stages: without a cache a million-row run hashed several
 gigabytes over and over. A cached digest is reused only while the file's size, mtime (in
-nanoseconds) and inode are unchanged: our writers replace files (new inode) or append (new
-size), and an in-place edit changes the mtime, so a stale digest is not served.
+nanoseconds), inode and ctime are unchanged: our writers replace files (new inode) or append
+(new size), and an in-place edit changes the mtime and the ctime (which, unlike the mtime, no
+call can put back), so a stale digest is not served.
 """
 
 import os
@@ -16,10 +17,16 @@ from distillation_pipeline.lib.atomic import atomic_write_bytes
 from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
-_MEMORY: dict[tuple[str, int, int, int], str] = {}
+_MEMORY: dict[tuple[str, int, int, int, int], str] = {}
 # The parsed cache file, by path, with the stat it was read at: a stage that asks for digests
 # of hundreds of files one at a time must not re-parse (or re-write) the file each time.
 _LOADED: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
+
+
+def _key(rel: str, stat: os.stat_result) -> tuple[str, int, int, int, int]:
+    # ctime too: an in-place edit that keeps the size and puts the mtime back (``cp -p``,
+    # ``rsync -t --inplace``, ``os.utime``) still moves the ctime, which no call can set.
+    return rel, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
 
 
 def _cache_file(layout: Layout) -> Path:
@@ -75,12 +82,12 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
         except FileNotFoundError:
             continue
         rel = layout.relative(path)
-        key = (rel, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        key = _key(rel, stat)
         digest = _MEMORY.get(key)
         if digest is None:
             entry = stored.get(rel)
-            if entry and tuple(entry[:3]) == key[1:]:
-                digest = entry[3]
+            if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
+                digest = entry[-1]
             else:
                 digest = file_sha256(path)
         _MEMORY[key] = digest
@@ -101,7 +108,7 @@ def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
             stat = os.stat(path)
         except FileNotFoundError:
             continue
-        key = (layout.relative(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        key = _key(layout.relative(path), stat)
         _MEMORY[key] = digest
         stored[key[0]] = [*key[1:], digest]
     _store(layout, stored)
