@@ -157,14 +157,15 @@ def test_a_dry_run_neither_reads_nor_writes_state(tmp_path: Path) -> None:
 def check_like_the_asset(layout: Layout, dataset: str = "rag") -> list[str]:
     """What ``defs/pipeline/checks.py`` does: verify with trusted ranges, remember a pass."""
     from distillation_pipeline.exports import verify_dataset
-    from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
+    from distillation_pipeline.exports.increments import files_digest, forget_verified, record_verified, trusted_ranges
 
     options = {"include_review": False}
+    before = files_digest([layout.rag_file])
     violations = verify_dataset(layout, dataset, trusted=trusted_ranges(layout, dataset, options))
     if violations:
         forget_verified(layout, dataset)
     else:
-        record_verified(layout, dataset, options, [layout.rag_file])
+        record_verified(layout, dataset, options, [layout.rag_file], before)
     return violations
 
 
@@ -328,3 +329,17 @@ def test_a_same_size_edit_with_the_mtime_put_back_is_seen(tmp_path: Path) -> Non
     os.utime(layout.rag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert trusted_ranges(layout, "rag", {"include_review": False}) == {}
     assert any(line.startswith("forbidden_category") for line in check_like_the_asset(layout))
+
+
+def test_a_file_that_changed_while_it_was_checked_is_not_vouched_for(tmp_path: Path) -> None:
+    from distillation_pipeline.exports.increments import _verified, files_digest, record_verified
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    before = files_digest([layout.rag_file])
+    with open(layout.rag_file, "ab") as handle:  # written while the check was reading
+        handle.write(b"{}\n")
+    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], before) is False
+    assert not _verified(layout, "rag", {"include_review": False})
+    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], files_digest([layout.rag_file]))
+    assert _verified(layout, "rag", {"include_review": False})

@@ -296,13 +296,29 @@ def _fresh_digests(paths: list[Path]) -> dict[Path, str]:
     return {path: file_sha256(path) for path in paths if path.is_file()}
 
 
-def record_verified(layout: Layout, dataset: str, options: dict[str, Any], files: list[Path]) -> None:
-    """The firewall check found no violation in exactly these files (their sha256 is kept)."""
+def files_digest(files: list[Path]) -> dict[Path, str]:
+    """Take before a verification: ``record_verified`` then vouches only for these bytes."""
+    return _fresh_digests(files)
+
+
+def record_verified(
+    layout: Layout, dataset: str, options: dict[str, Any], files: list[Path], before: dict[Path, str]
+) -> bool:
+    """The firewall check found no violation in exactly these files (their sha256 is kept).
+
+    ``before``: the files' digests taken before the check read them. If the files changed
+    while it ran (a writer outside the root lock), nothing is recorded: a marker must only
+    vouch for bytes the check read. Returns whether a marker was written.
+    """
     digests = _fresh_digests(files)
+    if digests != before or len(digests) != len(files):
+        forget_verified(layout, dataset)
+        return False
     marker = {**_verification(layout, dataset, options),
               "files": {layout.relative(path): digests.get(path) for path in files}}  # fmt: skip
     layout.export_state_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(_verified_path(layout, dataset), orjson.dumps(marker, option=orjson.OPT_SORT_KEYS))
+    return True
 
 
 def forget_verified(layout: Layout, dataset: str) -> None:
@@ -322,18 +338,22 @@ def _verified(layout: Layout, dataset: str, options: dict[str, Any]) -> bool:
     return bool(files) and all(current.get(layout.root / rel) == digest for rel, digest in files.items())
 
 
-def trusted_ranges(layout: Layout, dataset: str, options: dict[str, Any]) -> dict[Path, list[tuple[int, int]]]:
+def trusted_ranges(
+    layout: Layout, dataset: str, options: dict[str, Any], known: dict[Path, str] | None = None
+) -> dict[Path, list[tuple[int, int]]]:
     """Byte ranges of this dataset's current files that are verbatim copies of verified bytes.
 
     Only when the export state describes exactly the files on disk now (their sha256), was
     written by this export code, and under the same options and manifest; otherwise nothing.
+    ``known``: sha256 the caller just read from the bytes (``files_digest``), not hashed again.
     """
     header = _load_header(layout, dataset)
     # The same code digest also covers verify.py: bytes verified under other rules are not trusted.
     if header is None or any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, code_digest()).items()):
         return {}
     order = [layout.root / rel for rel in header.get("output_order", [])]
-    current = _fresh_digests([*order, _parts_path(layout, dataset)])
+    known = known or {}
+    current = {**_fresh_digests([p for p in [*order, _parts_path(layout, dataset)] if p not in known]), **known}
     if not order or current.get(_parts_path(layout, dataset)) != header.get("parts_sha256"):
         return {}
     if any(current.get(path) != header["outputs"].get(layout.relative(path)) for path in order):

@@ -8,7 +8,7 @@ import dagster as dg
 from distillation_pipeline.defs.resources import DistillPaths
 from distillation_pipeline.evidence.state import CollectState
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK
-from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
+from distillation_pipeline.exports.increments import files_digest, forget_verified, record_verified, trusted_ranges
 from distillation_pipeline.exports.parallel_verify import VerifyJob, verify_side_by_side
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.receipt import read_receipt
@@ -98,6 +98,10 @@ def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPath
     layout = paths.layout()
     selected = context.selected_asset_check_keys
     datasets = [d for d in DATASET_ASSET if any(key.asset_key == dg.AssetKey(DATASET_ASSET[d]) for key in selected)]
+    # sha256 of what is about to be read: the trusted ranges are judged on it, and a pass is
+    # recorded only if the files still hash the same after the check (record_verified)
+    files = {dataset: [layout.dataset_file(dataset), *VARIANT_FILES[dataset](layout)] for dataset in datasets}
+    before = {dataset: files_digest(files[dataset]) for dataset in datasets}
     jobs = {}
     for dataset in datasets:
         options = _export_options(layout, context.run.run_id, dataset)
@@ -110,18 +114,20 @@ def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPath
             include_review=bool(options.get("include_review", False)),
             include_partial=bool(options.get("include_partial", False)),
             max_pairs_per_task=int(options.get("max_pairs_per_task", DEFAULT_MAX_PAIRS_PER_TASK)),
-            trusted={str(path): ranges for path, ranges in trusted_ranges(layout, dataset, export_options).items()},
+            trusted={
+                str(path): ranges
+                for path, ranges in trusted_ranges(layout, dataset, export_options, known=before[dataset]).items()
+            },
             export_options=export_options,
             dry_run=bool(options.get("dry_run")),
         )
     violations = verify_side_by_side(list(jobs.values()))
     for dataset in datasets:
         job, found = jobs[dataset], violations[dataset]
-        files = [layout.dataset_file(dataset), *VARIANT_FILES[dataset](layout)]
-        if found:
+        if found or job.dry_run:
             forget_verified(layout, dataset)
-        elif not job.dry_run and all(path.is_file() for path in files):
-            record_verified(layout, dataset, job.export_options, files)
+        else:
+            record_verified(layout, dataset, job.export_options, files[dataset], before[dataset])
         trusted_bytes = sum(end - start for ranges in job.trusted.values() for start, end in ranges)
         for result in _results(dataset, found, trusted_bytes):
             if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:  # type: ignore[arg-type]
