@@ -197,7 +197,12 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def _code(results: dict) -> str:
     """The git sha(s) the receipts name: other engineers may commit while a long run goes on."""
     shas = sorted({s["pipeline"].get("git_sha", "unknown") for s in results["sizes"]})
-    return ", ".join(f"`{sha}`" for sha in shas) or "unknown"
+    text = ", ".join(f"`{sha}`" for sha in shas) or "unknown"
+    if any(sha.endswith("-dirty") for sha in shas):
+        # run.py writes partial results after each size, so from the second size on the tree
+        # differs from its commit by benchmarks/results.* (and by anything else changed meanwhile)
+        text += " (`-dirty` from the second size on: this harness rewrites `benchmarks/results.*` after each size)"
+    return text
 
 
 def _opt(value: float | None, spec: str) -> str:
