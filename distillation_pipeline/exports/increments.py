@@ -378,9 +378,21 @@ def counts_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any
     return delta
 
 
-def add_counts(target: dict[str, int], delta: dict[str, int]) -> None:
-    for key, value in delta.items():
-        target[key] = target.get(key, 0) + value
+def counts_of(result: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A snapshot of the named count fields of an ``ExportResult`` (dicts copied)."""
+    return {name: dict(value) if isinstance(value, dict) else value for name in fields
+            for value in [getattr(result, name)]}  # fmt: skip
+
+
+def add_counts(result: Any, delta: dict[str, Any]) -> None:
+    """Add a partition's recorded ``counts_delta`` to the same fields of an ``ExportResult``."""
+    for name, value in delta.items():
+        if isinstance(value, dict):
+            target = getattr(result, name)
+            for key, n in value.items():
+                target[key] = target.get(key, 0) + n
+        else:
+            setattr(result, name, getattr(result, name) + value)
 
 
 def copy_range(source: Path, start: int, end: int, sink: Any) -> None:

@@ -19,7 +19,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from distillation_pipeline.exports.candidates import (
     Broken,
@@ -38,6 +38,8 @@ from distillation_pipeline.exports.increments import (
     StateReader,
     StateWriter,
     code_digest,
+    counts_delta,
+    counts_of,
     partition_window,
 )
 from distillation_pipeline.exports.paths import RepoManifest
@@ -68,24 +70,53 @@ class HashingSink:
         return self._digest.hexdigest()
 
 
-class Participant(Protocol):
-    """A dataset inside the shared pass (``streaming.RowExport``, ``preference.PreferenceExport``)."""
+class Participant:
+    """A dataset inside the shared pass. What every dataset does the same way is here;
+    ``streaming.RowExport`` (RAG, SFT) and ``preference.PreferenceExport`` do the rest."""
 
-    result: ExportResult
-    outputs: list[Path]
-    manifest: RepoManifest | None
+    # ExportResult fields a partition adds to: recorded per partition, added back on reuse
+    COUNTED: tuple[str, ...] = ()
     eligible: Callable[[str], bool]
 
-    def open(self, sinks: list[HashingSink]) -> None: ...
-    def ineligible(self, stream: str, count: int) -> None: ...
-    def offer(self, item: Candidate | Broken) -> None: ...
-    def finish(self) -> None: ...
-    def card_stats(self) -> list[FileStats]: ...  # per output: rows and mixes as the card counts them
-    # incremental runs (exports/increments.py)
-    def begin_partition(self) -> None: ...
-    def can_reuse(self, record: PartitionRecord) -> bool: ...
-    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None: ...
-    def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord: ...
+    def __init__(self, result: ExportResult, outputs: list[Path]) -> None:
+        self.result = result
+        self.outputs = outputs
+        self.manifest: RepoManifest | None = None
+        self._events: list = []  # what later partitions depend on, this partition's (increments.py)
+        self._begin_counts: dict = {}
+
+    def ineligible(self, stream: str, count: int) -> None:
+        self.result.records_in += count
+        self.result.count_ineligible(stream, count)
+
+    def begin_partition(self) -> None:
+        self._events = []
+        self._begin_counts = counts_of(self.result, self.COUNTED)
+
+    def partition_counts(self) -> dict:
+        """What the partition since ``begin_partition`` added to the counted fields."""
+        return counts_delta(counts_of(self.result, self.COUNTED), self._begin_counts)
+
+    def open(self, sinks: list[HashingSink]) -> None:
+        raise NotImplementedError
+
+    def offer(self, item: Candidate | Broken) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def card_stats(self) -> list[FileStats]:  # per output: rows and mixes as the card counts them
+        raise NotImplementedError
+
+    def can_reuse(self, record: PartitionRecord) -> bool:
+        raise NotImplementedError
+
+    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
+        raise NotImplementedError
+
+    def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
+        raise NotImplementedError
 
 
 def _file_states(source: SourceFiles) -> tuple:

@@ -22,7 +22,6 @@ a preference set should teach a model to avoid.
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -40,11 +39,10 @@ from distillation_pipeline.exports.increments import (
     PartitionRecord,
     add_counts,
     copy_range,
-    counts_delta,
 )
+from distillation_pipeline.exports.onepass import HashingSink, Participant, run_exports
 from distillation_pipeline.exports.ids import preference_id
 from distillation_pipeline.exports.paths import RepoManifest
-from distillation_pipeline.exports.onepass import run_exports
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, micros, stripped_digest
@@ -57,9 +55,6 @@ from distillation_pipeline.schemas import (
     PreferenceSample,
     QuarantineReason,
 )
-
-if TYPE_CHECKING:
-    from distillation_pipeline.exports.onepass import HashingSink
 
 DEFAULT_MAX_PAIRS_PER_TASK = 5
 PAIR_KINDS = (("rejected", "accepted_over_rejected"), ("partially_accepted", "accepted_over_partial"))
@@ -78,7 +73,7 @@ def preference_export(
 def export_preference(
     layout: Layout, *, max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK, dry_run: bool = False
 ) -> ExportResult:
-    """Export the preference dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    """Export the preference dataset alone (``onepass.run_exports`` runs it with the others)."""
     participant = preference_export(layout, max_pairs_per_task=max_pairs_per_task, dry_run=dry_run)
     return run_exports(layout, [participant], dry_run=dry_run)["preference"]
 
@@ -101,28 +96,24 @@ def _unpaired(result: ExportResult, why: str) -> None:
     result.unpaired[why] = result.unpaired.get(why, 0) + 1
 
 
-class PreferenceExport:
+class PreferenceExport(Participant):
     """Pass 1 as candidates are offered (one ``RunRef`` per usable run), pass 2 in ``finish``."""
 
     eligible = staticmethod(firewall.preference_eligible)
 
+    # pass 1 only: pairs (written, per pair kind, streams) are rebuilt every run
+    COUNTED = ("records_in", "quarantined", "runs_quarantined", "per_reason", "unpaired")
+
     def __init__(self, result: ExportResult, layout: Layout, max_pairs_per_task: int) -> None:
-        self.result = result
+        outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
+        super().__init__(result, outputs)  # events: this partition's run refs, for the next run
         self.max_pairs_per_task = max_pairs_per_task
-        self.outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
-        self.manifest: RepoManifest | None = None
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
         self._layout = layout
-        self._events: list[list] = []  # this partition's run refs, for the next run
-        self._streams: Counter[str] = Counter()  # both sides of written pairs, for the card
 
-    def open(self, sinks: list["HashingSink"]) -> None:
+    def open(self, sinks: list[HashingSink]) -> None:
         self._rows, self._openai, self._quarantine_sink = sinks
         self._quarantine = QuarantineWriter("preference", sinks[2], self.result)  # type: ignore[arg-type]
-
-    def ineligible(self, stream: str, count: int) -> None:
-        self.result.records_in += count
-        self.result.count_ineligible(stream, count)
 
     def offer(self, item: Candidate | Broken) -> None:
         result = self.result
@@ -162,18 +153,13 @@ class PreferenceExport:
                 self._rows.write(dumps_line(sample.model_dump(mode="json")))
                 self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
                 self.result.count_written(sample.pair_kind)
-                self._streams.update((sample.chosen_provenance.stream, sample.rejected_provenance.stream))
+                for stream in (sample.chosen_provenance.stream, sample.rejected_provenance.stream):
+                    self.result.written_streams[stream] = self.result.written_streams.get(stream, 0) + 1
 
     # --- incremental runs: pass 1 of a partition prefix is reused; pairing always runs ---------
 
-    def _counts(self) -> dict:
-        r = self.result
-        return {"records_in": r.records_in, "quarantined": r.quarantined, "runs_quarantined": r.runs_quarantined,
-                "per_reason": dict(r.per_reason), "unpaired": dict(r.unpaired)}  # fmt: skip
-
     def begin_partition(self) -> None:
-        self._events = []
-        self._begin_counts = self._counts()
+        super().begin_partition()
         self._begin_quarantine = self._quarantine_sink.size
 
     def can_reuse(self, record: PartitionRecord) -> bool:
@@ -188,17 +174,12 @@ class PreferenceExport:
         for event in record.events:
             self._runs.add_encoded(source, event)
         self._events = list(record.events)
-        delta, r = record.counts, self.result
-        r.records_in += delta["records_in"]
-        r.quarantined += delta["quarantined"]
-        r.runs_quarantined += delta["runs_quarantined"]
-        add_counts(r.per_reason, delta["per_reason"])
-        add_counts(r.unpaired, delta["unpaired"])
+        add_counts(self.result, record.counts)
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
         return PartitionRecord(
             relative=relative, **window.__dict__, ranges=[[self._begin_quarantine, self._quarantine_sink.size]],
-            counts=counts_delta(self._counts(), self._begin_counts), events=self._events,
+            counts=self.partition_counts(), events=self._events,
         )  # fmt: skip
 
     def _source_of(self, relative: str) -> SourceFiles:
@@ -209,7 +190,7 @@ class PreferenceExport:
         result = self.result
         return [
             FileStats(self.outputs[0], rows=result.written, categories=Counter(result.per_category),
-                      streams=Counter(self._streams)),
+                      streams=Counter(result.written_streams)),
             FileStats(self.outputs[1], rows=result.written),
             FileStats(self.outputs[2], rows=result.quarantined, reasons=Counter(result.per_reason)),
         ]  # fmt: skip

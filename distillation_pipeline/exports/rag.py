@@ -40,7 +40,7 @@ def rag_export(layout: Layout, *, include_review: bool = False, dry_run: bool = 
 
 
 def export_rag(layout: Layout, *, include_review: bool = False, dry_run: bool = False) -> ExportResult:
-    """Export the RAG dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    """Export the RAG dataset alone (``onepass.run_exports`` runs it with the others)."""
     return run_exports(layout, [rag_export(layout, include_review=include_review, dry_run=dry_run)], dry_run=dry_run)["rag"]
 
 

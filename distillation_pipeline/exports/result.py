@@ -31,6 +31,10 @@ class ExportResult:
     dry_run: bool = False
     options: dict[str, object] = field(default_factory=dict)
     reused_positions: int = 0  # positions whose output was copied from the previous run (increments.py)
+    # for the dataset card: written rows by evidence stream (preference: both sides of a pair),
+    # and rows written to the second (OpenAI) layout
+    written_streams: dict[str, int] = field(default_factory=dict)
+    variants_written: int = 0
     # preference only
     runs_paired: int = 0
     runs_quarantined: int = 0

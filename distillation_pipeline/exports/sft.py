@@ -37,7 +37,7 @@ def sft_export(layout: Layout, *, include_partial: bool = False, dry_run: bool =
 
 
 def export_sft(layout: Layout, *, include_partial: bool = False, dry_run: bool = False) -> ExportResult:
-    """Export the SFT dataset alone (``onepass.export_datasets`` runs it with the others)."""
+    """Export the SFT dataset alone (``onepass.run_exports`` runs it with the others)."""
     return run_exports(layout, [sft_export(layout, include_partial=include_partial, dry_run=dry_run)], dry_run=dry_run)["sft"]
 
 

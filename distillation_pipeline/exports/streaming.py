@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -21,8 +20,8 @@ from distillation_pipeline.exports.increments import (
     PartitionRecord,
     add_counts,
     copy_range,
-    counts_delta,
 )
+from distillation_pipeline.exports.onepass import HashingSink, Participant
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
@@ -31,8 +30,6 @@ from distillation_pipeline.lib.firstseen import FirstSeen
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.schemas import QuarantineReason
 
-if TYPE_CHECKING:
-    from distillation_pipeline.exports.onepass import HashingSink
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -73,7 +70,7 @@ def hallucination_refusal(manifest: RepoManifest | None, cited: list[str]) -> Re
     return "hallucinated_file_path", f"cites path(s) not in the repository: {shown}"
 
 
-class RowExport:
+class RowExport(Participant):
     """One row-per-candidate dataset (RAG or SFT) inside the shared export pass.
 
     ``exports/onepass.py`` visits every zipped position once and offers it to each selected
@@ -91,28 +88,19 @@ class RowExport:
         variant_file: Path | None,
         quarantine_file: Path,
     ) -> None:
-        self.result = result
+        super().__init__(result, [dataset_file, *([variant_file] if variant_file else []), quarantine_file])
         self.eligible = eligible
         self._build = build
-        self.outputs = [dataset_file, *([variant_file] if variant_file else []), quarantine_file]
         self._has_variant = variant_file is not None
         self._first_seen = FirstSeen()  # row id -> evidence id of its first occurrence, ~32 bytes a row
-        self.manifest: RepoManifest | None = None
-        self._streams: Counter[str] = Counter()  # written rows by evidence stream, for the card
-        self._variants_written = 0
-        # this partition's built rows (row id, evidence id, first evidence id if a duplicate):
-        # what a later run checks before it reuses the partition (exports/increments.py)
-        self._events: list[tuple[str, str, str | None]] = []
+        # events: this partition's built rows (row id, evidence id, first evidence id if a
+        # duplicate), what a later run checks before it reuses the partition
 
-    def open(self, sinks: list["HashingSink"]) -> None:
+    def open(self, sinks: list[HashingSink]) -> None:
         self._sinks = sinks
         self._rows = sinks[0]
         self._variants = sinks[1] if self._has_variant else None
         self._quarantine = QuarantineWriter(self.result.dataset, sinks[-1], self.result)  # type: ignore[arg-type]
-
-    def ineligible(self, stream: str, count: int) -> None:
-        self.result.records_in += count
-        self.result.count_ineligible(stream, count)
 
     def offer(self, item: Candidate | Broken) -> None:
         result = self.result
@@ -129,9 +117,9 @@ class RowExport:
                 self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
                 if self._variants is not None and built.variant is not None:
                     self._variants.write(dumps_line(built.variant))
-                    self._variants_written += 1
+                    result.variants_written += 1
                 result.count_written(built.category)
-                self._streams[item.stream] += 1
+                result.written_streams[item.stream] = result.written_streams.get(item.stream, 0) + 1
                 return
             built = ("duplicate_id", f"same content as {row_id} (first exported from evidence {first})")
         reason, detail = built
@@ -143,16 +131,12 @@ class RowExport:
 
     # --- incremental runs ---------------------------------------------------------------------
 
-    def _counts(self) -> dict:
-        r = self.result
-        return {"records_in": r.records_in, "written": r.written, "quarantined": r.quarantined,
-                "per_category": dict(r.per_category), "per_reason": dict(r.per_reason),
-                "streams": dict(self._streams), "variants": self._variants_written}  # fmt: skip
+    COUNTED = ("records_in", "written", "quarantined", "per_category", "per_reason", "written_streams",
+               "variants_written")  # fmt: skip
 
     def begin_partition(self) -> None:
-        self._events = []
+        super().begin_partition()
         self._copied: list[list[int]] = []
-        self._begin_counts = self._counts()
         self._begin_sizes = [sink.size for sink in self._sinks]
 
     def can_reuse(self, record: PartitionRecord) -> bool:
@@ -173,28 +157,21 @@ class RowExport:
             self._copied.append([begin, sink.size] if verified else [])
         for row_id, evidence_id, _ in record.events:
             self._first_seen.first(row_id, evidence_id)
-        self._events = [tuple(event) for event in record.events]  # type: ignore[misc]
-        delta, r = record.counts, self.result
-        r.records_in += delta["records_in"]
-        r.written += delta["written"]
-        r.quarantined += delta["quarantined"]
-        add_counts(r.per_category, delta["per_category"])
-        add_counts(r.per_reason, delta["per_reason"])
-        self._streams.update(delta["streams"])
-        self._variants_written += delta["variants"]
+        self._events = [tuple(event) for event in record.events]
+        add_counts(self.result, record.counts)
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
         return PartitionRecord(
             relative=relative, **window.__dict__,
             ranges=[[start, sink.size] for start, sink in zip(self._begin_sizes, self._sinks, strict=True)],
-            counts=counts_delta(self._counts(), self._begin_counts), events=self._events, copied=self._copied,
+            counts=self.partition_counts(), events=self._events, copied=self._copied,
         )  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
         result = self.result
         stats = [FileStats(self.outputs[0], rows=result.written, categories=Counter(result.per_category),
-                           streams=Counter(self._streams))]  # fmt: skip
+                           streams=Counter(result.written_streams))]  # fmt: skip
         if self._has_variant:
-            stats.append(FileStats(self.outputs[1], rows=self._variants_written))
+            stats.append(FileStats(self.outputs[1], rows=result.variants_written))
         stats.append(FileStats(self.outputs[-1], rows=result.quarantined, reasons=Counter(result.per_reason)))
         return stats
