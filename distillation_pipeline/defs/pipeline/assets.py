@@ -283,47 +283,37 @@ _EXPORT_DESCRIPTION = (
 # asset key -> (dataset, stage name in receipts)
 DATASET_KEYS = {"rag_playbooks": ("rag", "export-rag"), "sft_dataset": ("sft", "export-sft"),
                 "preference_dataset": ("preference", "export-preference")}  # fmt: skip
+_DATASET_ABOUT = {
+    "rag": "RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
+    "(needs_human_review only with include_review; rejected never).",
+    "sft": "SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
+    "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; "
+    "rejected and needs_human_review never, whatever the options).",
+    "preference": "Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's "
+    "DPO trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected "
+    "first, accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never "
+    "the same run or the same text on both sides.",
+}
+
+
+def _dataset_spec(key: str) -> dg.AssetSpec:
+    dataset, stage = DATASET_KEYS[key]
+    return dg.AssetSpec(
+        key,
+        deps=[scored_runs],
+        owners=OWNERS,
+        kinds={"python", "jsonl"},
+        tags={"stage": stage, "dataset": dataset},
+        skippable=True,
+        description=_DATASET_ABOUT[dataset] + _EXPORT_DESCRIPTION.format(dataset=dataset),
+    )
 
 
 @dg.multi_asset(
     name="datasets",
     group_name=GROUP,
     can_subset=True,
-    specs=[
-        dg.AssetSpec(
-            "rag_playbooks",
-            deps=[scored_runs],
-            owners=OWNERS,
-            kinds={"python", "jsonl"},
-            tags={"stage": "export-rag", "dataset": "rag"},
-            skippable=True,
-            description="RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
-            "(needs_human_review only with include_review; rejected never)." + _EXPORT_DESCRIPTION.format(dataset="rag"),
-        ),
-        dg.AssetSpec(
-            "sft_dataset",
-            deps=[scored_runs],
-            owners=OWNERS,
-            kinds={"python", "jsonl"},
-            tags={"stage": "export-sft", "dataset": "sft"},
-            skippable=True,
-            description="SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
-            "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; "
-            "rejected and needs_human_review never, whatever the options)." + _EXPORT_DESCRIPTION.format(dataset="sft"),
-        ),
-        dg.AssetSpec(
-            "preference_dataset",
-            deps=[scored_runs],
-            owners=OWNERS,
-            kinds={"python", "jsonl"},
-            tags={"stage": "export-preference", "dataset": "preference"},
-            skippable=True,
-            description="Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's "
-            "DPO trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected "
-            "first, accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never "
-            "the same run or the same text on both sides." + _EXPORT_DESCRIPTION.format(dataset="preference"),
-        ),
-    ],
+    specs=[_dataset_spec(key) for key in DATASET_KEYS],
 )
 def datasets(
     context: dg.AssetExecutionContext, config: ExportConfig, paths: DistillPaths, options: RunOptions

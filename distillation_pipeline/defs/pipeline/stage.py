@@ -78,28 +78,11 @@ def record_stage(
     return StageOutcome({**stage_metadata(receipt), **metadata}, failure, receipt.model_dump(mode="json"))
 
 
-def finish_stage(
-    context: dg.AssetExecutionContext,
-    layout: Layout,
-    *,
-    stage: str,
-    started_at: datetime,
-    inputs: Iterable[Path],
-    outputs: Iterable[Path],
-    counts: RecordCounts,
-    validation: Validation,
-    options: Mapping[str, Any],
-    dry_run: bool,
-    metadata: Mapping[str, Any],
-) -> dg.MaterializeResult:
-    """``record_stage`` for a single-asset stage: fail the step on a hard validation failure.
-
-    Failing the step is what stops Dagster from running anything downstream on bad inputs.
-    """
-    outcome = record_stage(
-        context, layout, stage=stage, started_at=started_at, inputs=inputs, outputs=outputs, counts=counts,
-        validation=validation, options=options, dry_run=dry_run, metadata=metadata,
-    )  # fmt: skip
+def finish_stage(context: dg.AssetExecutionContext, layout: Layout, **stage: Any) -> dg.MaterializeResult:
+    """``record_stage`` (same keywords) for a single-asset stage: fail the step on a hard
+    validation failure. Failing the step is what stops Dagster from running anything
+    downstream on bad inputs."""
+    outcome = record_stage(context, layout, **stage)
     if outcome.failure is not None:
         raise dg.Failure(
             description=outcome.failure, metadata={"receipt": dg.MetadataValue.json(outcome.receipt_json)}
