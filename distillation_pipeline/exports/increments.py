@@ -190,14 +190,9 @@ class StateReader:
         self.old_outputs: list[Path] = outputs
         self.valid = False
         self.verified = False
-        self.why_not = ""
         header = _load_header(layout, dataset)
-        if header is None:
-            self.why_not = "no state"
-            return
-        expected = _expected_header(layout, dataset, options, code)
-        if any(header.get(key) != value for key, value in expected.items()):
-            self.why_not = "options, manifest or code changed"
+        # no state, or one recorded under other options, manifest or code: read everything
+        if header is None or any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, code).items()):
             return
         parts = _parts_path(layout, dataset)
         recorded_outputs = header.get("outputs", {})
@@ -205,8 +200,7 @@ class StateReader:
         if current.get(parts) != header.get("parts_sha256") or any(
             current.get(path) != recorded_outputs.get(layout.relative(path)) for path in outputs
         ):
-            self.why_not = "previous outputs or state changed"
-            return
+            return  # the previous outputs or the state are not what the header names
         self.valid = True
         # Bytes copied from outputs the firewall check verified may skip its rescan next time.
         self.verified = _verified(layout, dataset, options)
@@ -285,20 +279,11 @@ def _verified_path(layout: Layout, dataset: str) -> Path:
     return layout.export_state_dir / f"{dataset}.verified.json"
 
 
-def _verification(layout: Layout, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
-    manifest = file_digests(layout, [layout.repo_manifest]).get(layout.repo_manifest)
-    return {"dataset": dataset, "options": options, "manifest": manifest, "code": code_digest()}
-
-
-def _fresh_digests(paths: list[Path]) -> dict[Path, str]:
-    """sha256 read from the bytes, never from the (size, mtime, inode) cache: trust in the
-    firewall must not rest on file metadata an in-place edit can keep (review)."""
+def files_digest(paths: list[Path]) -> dict[Path, str]:
+    """sha256 read from the bytes, never from the (size, mtime, inode, ctime) cache: trust in
+    the firewall must not rest on file metadata (review). Taken before a verification,
+    ``record_verified`` then vouches only for these bytes."""
     return {path: file_sha256(path) for path in paths if path.is_file()}
-
-
-def files_digest(files: list[Path]) -> dict[Path, str]:
-    """Take before a verification: ``record_verified`` then vouches only for these bytes."""
-    return _fresh_digests(files)
 
 
 def record_verified(
@@ -310,11 +295,11 @@ def record_verified(
     while it ran (a writer outside the root lock), nothing is recorded: a marker must only
     vouch for bytes the check read. Returns whether a marker was written.
     """
-    digests = _fresh_digests(files)
+    digests = files_digest(files)
     if digests != before or len(digests) != len(files):
         forget_verified(layout, dataset)
         return False
-    marker = {**_verification(layout, dataset, options),
+    marker = {**_expected_header(layout, dataset, options, code_digest()),
               "files": {layout.relative(path): digests.get(path) for path in files}}  # fmt: skip
     layout.export_state_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(_verified_path(layout, dataset), orjson.dumps(marker, option=orjson.OPT_SORT_KEYS))
@@ -331,10 +316,10 @@ def _verified(layout: Layout, dataset: str, options: dict[str, Any]) -> bool:
         marker = orjson.loads(_verified_path(layout, dataset).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return False
-    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in _verification(layout, dataset, options).items()):
+    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in _expected_header(layout, dataset, options, code_digest()).items()):
         return False
     files = marker.get("files") or {}
-    current = _fresh_digests([layout.root / rel for rel in files])
+    current = files_digest([layout.root / rel for rel in files])
     return bool(files) and all(current.get(layout.root / rel) == digest for rel, digest in files.items())
 
 
@@ -353,7 +338,7 @@ def trusted_ranges(
         return {}
     order = [layout.root / rel for rel in header.get("output_order", [])]
     known = known or {}
-    current = {**_fresh_digests([p for p in [*order, _parts_path(layout, dataset)] if p not in known]), **known}
+    current = {**files_digest([p for p in [*order, _parts_path(layout, dataset)] if p not in known]), **known}
     if not order or current.get(_parts_path(layout, dataset)) != header.get("parts_sha256"):
         return {}
     if any(current.get(path) != header["outputs"].get(layout.relative(path)) for path in order):
