@@ -102,10 +102,12 @@ def list_source_files(layout: Layout) -> list[SourceFiles]:
     for base in (layout.evidence_dir, layout.scored_dir):
         if base.is_dir():
             relatives.update(path.relative_to(base).as_posix() for path in base.glob("*/*/*/*.jsonl"))
-    return [
-        SourceFiles(rel, Path(rel).stem, layout.evidence_dir / rel, layout.scored_dir / rel)
-        for rel in sorted(relatives)
-    ]
+    return [source_files(layout, rel) for rel in sorted(relatives)]
+
+
+def source_files(layout: Layout, relative: str) -> SourceFiles:
+    """The partition file ``relative`` (``YYYY/MM/DD/<stream>.jsonl``) and its scored mirror."""
+    return SourceFiles(relative, Path(relative).stem, layout.evidence_dir / relative, layout.scored_dir / relative)
 
 
 def input_files(sources: list[SourceFiles]) -> list[Path]:

@@ -29,9 +29,9 @@ from distillation_pipeline.exports import firewall
 from distillation_pipeline.exports.candidates import (
     Broken,
     Candidate,
-    SourceFiles,
     describe,
     read_line,
+    source_files,
 )
 from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.increments import (
@@ -170,7 +170,7 @@ class PreferenceExport(Participant):
         # so no byte of the pair files is a copy and nothing is marked trusted (``verified``).
         (start, end), = record.ranges
         copy_range(previous_outputs[2], start, end, self._quarantine_sink)
-        source = self._source_of(record.relative)
+        source = source_files(self._layout, record.relative)
         for event in record.events:
             self._runs.add_encoded(source, event)
         self._events = list(record.events)
@@ -181,10 +181,6 @@ class PreferenceExport(Participant):
             relative=relative, **window.__dict__, ranges=[[self._begin_quarantine, self._quarantine_sink.size]],
             counts=self.partition_counts(), events=self._events,
         )  # fmt: skip
-
-    def _source_of(self, relative: str) -> SourceFiles:
-        return SourceFiles(relative, Path(relative).stem, self._layout.evidence_dir / relative,
-                           self._layout.scored_dir / relative)  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
         result = self.result
