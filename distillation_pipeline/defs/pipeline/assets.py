@@ -283,20 +283,9 @@ _EXPORT_DESCRIPTION = (
 # asset key -> (dataset, stage name in receipts)
 DATASET_KEYS = {"rag_playbooks": ("rag", "export-rag"), "sft_dataset": ("sft", "export-sft"),
                 "preference_dataset": ("preference", "export-preference")}  # fmt: skip
-_DATASET_ABOUT = {
-    "rag": "RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
-    "(needs_human_review only with include_review; rejected never).",
-    "sft": "SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
-    "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; "
-    "rejected and needs_human_review never, whatever the options).",
-    "preference": "Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as TRL's "
-    "DPO trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over rejected "
-    "first, accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per task; never "
-    "the same run or the same text on both sides.",
-}
 
 
-def _dataset_spec(key: str) -> dg.AssetSpec:
+def _dataset_spec(key: str, description: str) -> dg.AssetSpec:
     dataset, stage = DATASET_KEYS[key]
     return dg.AssetSpec(
         key,
@@ -305,7 +294,7 @@ def _dataset_spec(key: str) -> dg.AssetSpec:
         kinds={"python", "jsonl"},
         tags={"stage": stage, "dataset": dataset},
         skippable=True,
-        description=_DATASET_ABOUT[dataset] + _EXPORT_DESCRIPTION.format(dataset=dataset),
+        description=description + _EXPORT_DESCRIPTION.format(dataset=dataset),
     )
 
 
@@ -313,7 +302,26 @@ def _dataset_spec(key: str) -> dg.AssetSpec:
     name="datasets",
     group_name=GROUP,
     can_subset=True,
-    specs=[_dataset_spec(key) for key in DATASET_KEYS],
+    specs=[
+        _dataset_spec(
+            "rag_playbooks",
+            description="RAG playbooks: exports/rag/playbooks.jsonl from accepted and partially_accepted runs "
+            "(needs_human_review only with include_review; rejected never).",
+        ),
+        _dataset_spec(
+            "sft_dataset",
+            description="SFT set: exports/sft/instruction_response.jsonl (chat messages, TRL-ready) and "
+            "exports/sft/openai_chat.jsonl, from accepted runs (partially_accepted only with include_partial; "
+            "rejected and needs_human_review never, whatever the options).",
+        ),
+        _dataset_spec(
+            "preference_dataset",
+            description="Preference pairs: exports/preference/chosen_rejected.jsonl (prompt/chosen/rejected as "
+            "TRL's DPO trainer expects) and exports/preference/openai_dpo.jsonl. Same task_id; accepted over "
+            "rejected first, accepted over partially_accepted as fallback; at most max_pairs_per_task pairs per "
+            "task; never the same run or the same text on both sides.",
+        ),
+    ],
 )
 def datasets(
     context: dg.AssetExecutionContext, config: ExportConfig, paths: DistillPaths, options: RunOptions
