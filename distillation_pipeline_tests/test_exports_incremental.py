@@ -343,3 +343,73 @@ def test_a_file_that_changed_while_it_was_checked_is_not_vouched_for(tmp_path: P
     assert not _verified(layout, "rag", {"include_review": False})
     assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], files_digest([layout.rag_file]))
     assert _verified(layout, "rag", {"include_review": False})
+
+
+def counts(result: ExportResult) -> dict:
+    """What a run counted, without what says how it ran (reuse) or which files it touched."""
+    skip = {"inputs", "outputs", "reused_positions", "reused_tasks"}
+    return {key: value for key, value in result.__dict__.items() if key not in skip}
+
+
+def fresh_results(layout: Layout, scratch: Path) -> dict[str, ExportResult]:
+    other = Layout.at(scratch)
+    shutil.copytree(layout.root / "data" / "evidence", other.evidence_dir)
+    shutil.copytree(layout.root / "data" / "scored-runs", other.scored_dir)
+    write_manifest(other)
+    return export_all(other)
+
+
+def test_preference_tasks_without_new_runs_are_copied_and_the_rest_paired_again(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    first = export_all(layout)
+    tasks = len({run.evidence.task_id for day in range(4) for run in runs_for_day(day, 12, "base")})
+    assert first["preference"].reused_tasks == 0
+    joined = make_run("joins-old-task", task_id="task-1-0", category="rejected", response="a late rejected answer",
+                      event_at=EVENT_AT + timedelta(days=5))  # fmt: skip
+    write_runs(layout, [*runs_for_day(5, 6, "new"), joined])
+    results = export_all(layout)
+    fresh = fresh_results(layout, tmp_path / "fresh")
+    assert tree_bytes(layout.exports_dir) == tree_bytes(Layout.at(tmp_path / "fresh").exports_dir)
+    assert {name: counts(result) for name, result in results.items()} == {
+        name: counts(result) for name, result in fresh.items()
+    }
+    assert results["preference"].reused_tasks == tasks - 1  # all but the task that got a run
+    again = export_all(layout)  # nothing new: every task is copied, the bytes stay
+    assert again["preference"].reused_tasks == tasks + 3  # with the three new tasks of day 5
+    assert counts(again["preference"]) == counts(fresh["preference"])
+
+
+def test_an_earlier_task_taking_a_pair_id_makes_a_copied_task_pair_again(tmp_path: Path) -> None:
+    """A new task that sorts first writes the same pair (same prompt and answers) as an old
+    task: in a fresh export the old task's pair is the duplicate, so it cannot be copied."""
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    old = [run for run in runs_for_day(2, 12, "base") if run.evidence.task_id == "task-2-0"]
+    chosen, partial = old[0], old[1]  # accepted (i=0) and partially_accepted (i=3)
+    assert (chosen.scored.category, partial.scored.category) == ("accepted", "partially_accepted")
+    at = EVENT_AT + timedelta(days=6)
+    thief = [
+        make_run("thief-a", task_id="task-0-thief", category="accepted", response=chosen.evidence.response, event_at=at),
+        make_run("thief-b", task_id="task-0-thief", category="partially_accepted", response=partial.evidence.response,
+                 event_at=at),
+    ]  # fmt: skip
+    write_runs(layout, thief)
+    results = export_all(layout)
+    fresh = fresh_results(layout, tmp_path / "fresh")
+    assert tree_bytes(layout.exports_dir) == tree_bytes(Layout.at(tmp_path / "fresh").exports_dir)
+    assert counts(results["preference"]) == counts(fresh["preference"])
+    assert results["preference"].per_reason.get("duplicate_id", 0) >= 1
+    tasks = len({run.evidence.task_id for day in range(4) for run in runs_for_day(day, 12, "base")})
+    assert results["preference"].reused_tasks == tasks - 1  # task-2-0 was paired again
+
+
+def test_a_damaged_task_file_reuses_no_preference_partition(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    tasks = layout.export_state_dir / "preference.tasks.jsonl"
+    tasks.write_bytes(tasks.read_bytes().replace(b"task-1-0", b"task-1-9", 1))
+    write_runs(layout, runs_for_day(5, 6, "new"))
+    results = export_all(layout)
+    assert results["preference"].reused_positions == 0 and results["preference"].reused_tasks == 0
+    assert results["rag"].reused_positions == 48
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")

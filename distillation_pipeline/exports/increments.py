@@ -38,7 +38,7 @@ from distillation_pipeline.lib.digests import file_digests, remember_digests
 from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: preference pairs kept per task (side file), not run refs per partition
 # Libraries whose behaviour shapes output bytes (serialisation, validation).
 _LIBRARIES = ("orjson", "pydantic", "pydantic_core")
 
@@ -176,6 +176,10 @@ def _parts_path(layout: Layout, dataset: str) -> Path:
     return layout.export_state_dir / f"{dataset}.parts.jsonl"
 
 
+def _side_path(layout: Layout, dataset: str, name: str) -> Path:
+    return layout.export_state_dir / f"{dataset}.{name}"
+
+
 def _expected_header(layout: Layout, dataset: str, options: dict[str, Any], code: str) -> dict[str, Any]:
     manifest = file_digests(layout, [layout.repo_manifest]).get(layout.repo_manifest)
     return {"version": STATE_VERSION, "dataset": dataset, "options": options, "manifest": manifest, "code": code}
@@ -202,10 +206,19 @@ class StateReader:
         ):
             return  # the previous outputs or the state are not what the header names
         self.valid = True
+        self._layout, self._dataset, self._sides = layout, dataset, header.get("side_sha256") or {}
         # Bytes copied from outputs the firewall check verified may skip its rescan next time.
         self.verified = _verified(layout, dataset, options)
         self._records = _read_records(parts)
         self._next = next(self._records, None)
+
+    def side_file(self, name: str) -> Path | None:
+        """A file the dataset kept beside its partition records (``StateWriter.side_file``), if
+        it is exactly what the header names; None if the state is invalid or it is not."""
+        if not self.valid or name not in self._sides:
+            return None
+        path = _side_path(self._layout, self._dataset, name)
+        return path if file_digests(self._layout, [path]).get(path) == self._sides[name] else None
 
     def record(self, relative: str) -> PartitionRecord | None:
         """The record of ``relative``; call in sorted order (records are a merge-join, not a dict)."""
@@ -244,6 +257,16 @@ class StateWriter:
         self._writer = atomic_writer(_parts_path(layout, dataset))
         self._handle = self._writer.__enter__()
         self._digest = hashlib.sha256()
+        self._sides: dict[str, tuple[Any, Any]] = {}  # name -> (atomic writer, hashing handle)
+
+    def side_file(self, name: str) -> Any:
+        """A file of this dataset's own to keep beside the partition records (e.g. preference
+        pairs per task). Written to a temporary file; committed with the header, which names
+        its sha256, so a crash between the two leaves a state the next run refuses."""
+        writer = atomic_writer(_side_path(self._layout, self._dataset, name))
+        sink = _HashingFile(writer.__enter__())
+        self._sides[name] = (writer, sink)
+        return sink
 
     def add(self, record: PartitionRecord) -> None:
         data = record.to_json()
@@ -254,10 +277,16 @@ class StateWriter:
         """Parts file, then the header naming its sha256 and the outputs': a crash in between is caught."""
         self._writer.__exit__(None, None, None)
         parts = _parts_path(self._layout, self._dataset)
+        sides = {}
+        for name, (writer, sink) in self._sides.items():
+            writer.__exit__(None, None, None)
+            sides[name] = sink.hexdigest()
+            remember_digests(self._layout, {_side_path(self._layout, self._dataset, name): sides[name]})
         remember_digests(self._layout, {parts: self._digest.hexdigest()})
         header = {
             **self._header,
             "parts_sha256": self._digest.hexdigest(),
+            "side_sha256": sides,
             "outputs": {self._layout.relative(path): digest for path, digest in output_digests.items()},
             "output_order": [self._layout.relative(path) for path in output_digests],
         }
@@ -267,7 +296,24 @@ class StateWriter:
         """The export failed: drop the temporary parts file and the header (next run: full)."""
         exc = RuntimeError("export abandoned")
         self._writer.__exit__(RuntimeError, exc, None)  # the writer removes its temp file
+        for writer, _ in self._sides.values():
+            writer.__exit__(RuntimeError, exc, None)
         _header_path(self._layout, self._dataset).unlink(missing_ok=True)
+
+
+class _HashingFile:
+    """Writes through to a file and hashes what it wrote (a side file's sha256 for the header)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._inner.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------

@@ -100,6 +100,10 @@ class Participant:
     def open(self, sinks: list[HashingSink]) -> None:
         raise NotImplementedError
 
+    def attach_state(self, previous: StateReader | None, writer: StateWriter | None) -> None:
+        """The previous run's state and this run's, for a dataset that keeps more than its
+        partition records (preference keeps its pairs per task); None on a dry run."""
+
     def offer(self, item: Candidate | Broken) -> None:
         raise NotImplementedError
 
@@ -164,6 +168,7 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
                 sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
                 written.update(zip(participant.outputs, sinks, strict=True))
                 participant.open(sinks)
+                participant.attach_state(previous.get(participant), writers.get(participant))
             for source in sources:
                 for participant, record in pass_.visit(source):
                     if participant in writers:

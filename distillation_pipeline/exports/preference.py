@@ -13,6 +13,14 @@ Two passes, so a million runs never sit in memory as text:
    before any meets a second one, so one hot run does not take every slot), and write pairs
    until ``max_pairs_per_task``. Only the runs of written pairs are re-read, by offset.
 
+Incremental runs: a task's pairs depend only on its runs (their refs, and the evidence bytes
+they point at) and on which pair ids earlier tasks wrote. The export state keeps, per task, its
+refs, the partitions they came from, the bytes its pairs took in each output, its counts and
+every pair id it tested against earlier tasks with the answer it got (``tasks.jsonl``, beside
+the partition records). A task none of whose runs are new, all of whose partitions' prefixes
+were reused, and whose pair ids meet the same answers again is copied; any other is paired
+again from its kept refs plus its new runs (tested against fresh exports).
+
 Never the same run on both sides (``self_pairing``), never the same text on both sides
 (``invalid_preference_pairing``). The prompt is the chosen run's. Hallucinated paths are
 checked on the chosen side only: a rejected answer that invents a file is the kind of answer
@@ -22,7 +30,9 @@ a preference set should teach a model to avoid.
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
+import orjson
 from pydantic import ValidationError
 
 from distillation_pipeline.exports import firewall
@@ -37,15 +47,19 @@ from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.increments import (
     FileWindow,
     PartitionRecord,
+    StateReader,
+    StateWriter,
     add_counts,
     copy_range,
+    counts_delta,
+    counts_of,
 )
 from distillation_pipeline.exports.onepass import HashingSink, Participant, run_exports
 from distillation_pipeline.exports.ids import preference_id
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, micros, stripped_digest
+from distillation_pipeline.exports.run_refs import RunRef, RunRefSpill, decode_ref, micros, stripped_digest
 from distillation_pipeline.exports.streaming import prompt_response_refusal
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
@@ -58,6 +72,11 @@ from distillation_pipeline.schemas import (
 
 DEFAULT_MAX_PAIRS_PER_TASK = 5
 PAIR_KINDS = (("rejected", "accepted_over_rejected"), ("partially_accepted", "accepted_over_partial"))
+TASKS_STATE = "tasks.jsonl"  # side file of the export state: pass 2 per task (module docstring)
+# what pass 2 adds to the counts, kept per task
+PAIR_COUNTED = ("written", "per_category", "written_streams", "runs_paired", "unpaired", "quarantined", "per_reason")
+# how a tested pair id fared against the ids earlier pairs took (the replay must meet the same)
+ID_TAKEN, ID_WRITTEN, ID_FREE = 0, 1, 2
 
 
 def preference_export(
@@ -110,6 +129,10 @@ class PreferenceExport(Participant):
         self.max_pairs_per_task = max_pairs_per_task
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
         self._layout = layout
+        self._old_tasks: Path | None = None  # the previous run's pass 2 per task, if usable
+        self._tasks_out: IO[bytes] | None = None
+        self._reused: set[str] = set()  # partitions whose prefix came from the previous run
+        self._sources: dict[str, Any] = {}
 
     def open(self, sinks: list[HashingSink]) -> None:
         self._rows, self._openai, self._quarantine_sink = sinks
@@ -142,44 +165,103 @@ class PreferenceExport(Participant):
             micros(item.created_at), item.scored.scorer_version,
         ]  # fmt: skip
         self._runs.add_encoded(item.source, encoded)
-        self._events.append(encoded)
+
+    def attach_state(self, previous: StateReader | None, writer: StateWriter | None) -> None:
+        self._old_tasks = previous.side_file(TASKS_STATE) if previous is not None else None
+        self._tasks_out = writer.side_file(TASKS_STATE) if writer is not None else None
 
     def finish(self) -> None:
-        """Pass 2: pairs per task, in sorted task-id order."""
+        """Pass 2: pairs per task, in sorted task-id order; a task the previous run paired from
+        exactly the same runs is copied when its pair ids meet the same answers again."""
         seen_ids: set[str] = set()
-        for task_id, runs in self._runs.by_task():
-            pairs = _pairs_for_task(task_id, runs, self.max_pairs_per_task, seen_ids, self.result, self._quarantine)
-            for sample in pairs:
-                self._rows.write(dumps_line(sample.model_dump(mode="json")))
-                self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
-                self.result.count_written(sample.pair_kind)
-                for stream in (sample.chosen_provenance.stream, sample.rejected_provenance.stream):
-                    self.result.written_streams[stream] = self.result.written_streams.get(stream, 0) + 1
+        sinks = [self._rows, self._openai, self._quarantine_sink]
+        old = _OldTasks(self._old_tasks) if self._old_tasks is not None else None
+        copier = _RangeCopier(self.outputs, sinks)  # the previous outputs: replaced only after the pass
+        if old is not None:
+            copier.start_at(2, old.quarantine_pass2_start)
+        self._record(orjson.dumps({"quarantine_pass2_start": self._quarantine_sink.size}) + b"\n")
+        for task_id, kept, new_refs in _merge_tasks(old, self._runs.by_task_encoded()):
+            if kept is not None and not new_refs and self._copyable(kept, seen_ids):
+                copier.copy(kept.lengths)
+                add_counts(self.result, kept.counts)
+                self.result.reused_tasks += 1
+                self._record(kept.summary_line + kept.refs_line)
+                continue
+            if kept is not None:
+                copier.skip(kept.lengths)
+            old_refs = [ref for ref in kept.refs() if ref[0] in self._reused] if kept is not None else []
+            refs = sorted(old_refs + new_refs, key=lambda ref: (ref[0], ref[1][4]))  # arrival: partition, position
+            if refs:
+                copier.flush()
+                self._pair_task(task_id, refs, seen_ids)
+        copier.flush()
+        if old is not None:
+            old.close()
 
-    # --- incremental runs: pass 1 of a partition prefix is reused; pairing always runs ---------
+    def _copyable(self, kept: "_KeptTask", seen_ids: set[str]) -> bool:
+        """Same runs (every partition reused, none new) and the same answers for its pair ids."""
+        if not all(relative in self._reused for relative in kept.relatives):
+            return False
+        taken: set[str] = set()
+        for pair_id, outcome in kept.tested:
+            if (pair_id in seen_ids or pair_id in taken) != (outcome == ID_TAKEN):
+                return False
+            if outcome == ID_WRITTEN:
+                taken.add(pair_id)
+        seen_ids.update(taken)
+        return True
+
+    def _pair_task(self, task_id: str, refs: list[tuple[str, list]], seen_ids: set[str]) -> None:
+        result = self.result
+        before_counts = counts_of(result, PAIR_COUNTED)
+        before_sizes = [self._rows.size, self._openai.size, self._quarantine_sink.size]
+        runs = [decode_ref(encoded, self._source(relative))[1] for relative, encoded in refs]
+        tested: list[list] = []
+        for sample in _pairs_for_task(task_id, runs, self.max_pairs_per_task, seen_ids, result, self._quarantine, tested):
+            self._rows.write(dumps_line(sample.model_dump(mode="json")))
+            self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
+            result.count_written(sample.pair_kind)
+            for stream in (sample.chosen_provenance.stream, sample.rejected_provenance.stream):
+                result.written_streams[stream] = result.written_streams.get(stream, 0) + 1
+        sizes = [self._rows.size, self._openai.size, self._quarantine_sink.size]
+        summary = [task_id, sorted({relative for relative, _ in refs}),
+                   [after - before for after, before in zip(sizes, before_sizes, strict=True)],
+                   counts_delta(counts_of(result, PAIR_COUNTED), before_counts), tested]  # fmt: skip
+        self._record(orjson.dumps(summary) + b"\n" + orjson.dumps([[relative, *encoded] for relative, encoded in refs]) + b"\n")
+
+    def _record(self, data: bytes) -> None:
+        if self._tasks_out is not None:
+            self._tasks_out.write(data)
+
+    def _source(self, relative: str) -> Any:
+        if relative not in self._sources:
+            self._sources[relative] = source_files(self._layout, relative)
+        return self._sources[relative]
+
+    # --- incremental runs: pass 1 of a partition prefix is reused; pass 2 per task (finish) ---
 
     def begin_partition(self) -> None:
         super().begin_partition()
         self._begin_quarantine = self._quarantine_sink.size
 
     def can_reuse(self, record: PartitionRecord) -> bool:
-        return True  # a run's refusal and its reference depend on nothing outside its partition
+        # A run's refusal and its ref depend on nothing outside its partition; the refs
+        # themselves wait in the previous run's per-task file, so without it nothing is reused.
+        return self._old_tasks is not None
 
     def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
-        # Only the partition's run refusals (quarantine) are copied; pairs are rebuilt every run,
-        # so no byte of the pair files is a copy and nothing is marked trusted (``verified``).
+        # The partition's run refusals (quarantine) are copied; its runs' refs are in the
+        # per-task file (``finish``). Copied pairs are not marked trusted (``verified``): the
+        # check re-reads the pair files.
         (start, end), = record.ranges
         copy_range(previous_outputs[2], start, end, self._quarantine_sink)
-        source = source_files(self._layout, record.relative)
-        for event in record.events:
-            self._runs.add_encoded(source, event)
-        self._events = list(record.events)
+        self._reused.add(record.relative)
         add_counts(self.result, record.counts)
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
         return PartitionRecord(
             relative=relative, **window.__dict__, ranges=[[self._begin_quarantine, self._quarantine_sink.size]],
-            counts=self.partition_counts(), events=self._events,
+            counts=self.partition_counts(),
         )  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
@@ -190,6 +272,87 @@ class PreferenceExport(Participant):
             FileStats(self.outputs[1], rows=result.written),
             FileStats(self.outputs[2], rows=result.quarantined, reasons=Counter(result.per_reason)),
         ]  # fmt: skip
+
+
+class _KeptTask:
+    """One task as the previous run paired it: two lines of ``tasks.jsonl``, refs parsed on demand."""
+
+    def __init__(self, summary_line: bytes, refs_line: bytes) -> None:
+        self.summary_line, self.refs_line = summary_line, refs_line
+        self.task_id, self.relatives, self.lengths, self.counts, self.tested = orjson.loads(summary_line)
+
+    def refs(self) -> list[tuple[str, list]]:
+        return [(ref[0], ref[1:]) for ref in orjson.loads(self.refs_line)]
+
+
+class _OldTasks:
+    """The previous run's ``tasks.jsonl``, read in task order (it was written in that order)."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "rb")
+        self.quarantine_pass2_start = int(orjson.loads(self._handle.readline())["quarantine_pass2_start"])
+
+    def __iter__(self) -> Iterator[_KeptTask]:
+        while summary := self._handle.readline():
+            yield _KeptTask(summary, self._handle.readline())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _merge_tasks(
+    old: _OldTasks | None, new: Iterator[tuple[str, list[tuple[str, list]]]]
+) -> Iterator[tuple[str, "_KeptTask | None", list[tuple[str, list]]]]:
+    """(task id, the previous run's task or None, this run's new refs) in sorted task-id order."""
+    kept_iter = iter(old) if old is not None else iter(())
+    kept, fresh = next(kept_iter, None), next(new, None)
+    while kept is not None or fresh is not None:
+        if fresh is None or (kept is not None and kept.task_id < fresh[0]):
+            yield kept.task_id, kept, []  # type: ignore[union-attr]
+            kept = next(kept_iter, None)
+        elif kept is None or fresh[0] < kept.task_id:
+            yield fresh[0], None, fresh[1]
+            fresh = next(new, None)
+        else:
+            yield kept.task_id, kept, fresh[1]
+            kept, fresh = next(kept_iter, None), next(new, None)
+
+
+class _RangeCopier:
+    """Copies runs of kept bytes from the previous outputs, adjacent ranges as one copy."""
+
+    def __init__(self, sources: list[Path], sinks: list[HashingSink]) -> None:
+        self._sources, self._sinks = sources, sinks
+        self._cursor = [0] * len(sources)  # where the next kept task's bytes start, per output
+        self._pending: list[list[int] | None] = [None] * len(sources)
+
+    def start_at(self, output: int, offset: int) -> None:
+        self._cursor[output] = offset
+
+    def copy(self, lengths: list[int]) -> None:
+        for output, length in enumerate(lengths):
+            start = self._cursor[output]
+            pending = self._pending[output]
+            if pending is not None and pending[1] == start:
+                pending[1] += length
+            else:
+                self._flush_one(output)
+                self._pending[output] = [start, start + length]
+            self._cursor[output] += length
+
+    def skip(self, lengths: list[int]) -> None:
+        for output, length in enumerate(lengths):
+            self._cursor[output] += length
+
+    def flush(self) -> None:
+        for output in range(len(self._sources)):
+            self._flush_one(output)
+
+    def _flush_one(self, output: int) -> None:
+        pending = self._pending[output]
+        if pending is not None and pending[1] > pending[0]:
+            copy_range(self._sources[output], pending[0], pending[1], self._sinks[output])
+        self._pending[output] = None
 
 
 def _run_refusal(candidate: Candidate, side: str, manifest: RepoManifest | None) -> tuple[QuarantineReason, str] | None:
@@ -215,7 +378,9 @@ def _pairs_for_task(
     seen_ids: set[str],
     result: ExportResult,
     quarantine: QuarantineWriter,
+    tested: list[list],
 ) -> Iterator[PreferenceSample]:
+    """``tested``: every pair id checked against ``seen_ids``, with how it fared (``ID_*``)."""
     chosen = [run for run in runs if run.category == "accepted"]
     written = 0
     considered: set[int] = set()
@@ -229,7 +394,7 @@ def _pairs_for_task(
             if written >= max_pairs:
                 break
             considered.update((id(good), id(bad)))
-            sample = _build_pair(task_id, good, bad, pair_kind, seen_ids, texts, quarantine)
+            sample = _build_pair(task_id, good, bad, pair_kind, seen_ids, texts, quarantine, tested)
             if sample is not None:
                 written += 1
                 paired.update((id(good), id(bad)))
@@ -254,6 +419,7 @@ def _build_pair(
     seen_ids: set[str],
     texts: dict[int, EvidenceRecord],
     quarantine: QuarantineWriter,
+    tested: list[list],
 ) -> PreferenceSample | None:
 
     def refuse(reason: QuarantineReason, detail: str) -> None:
@@ -271,8 +437,10 @@ def _build_pair(
     assert good.prompt_digest is not None
     pair_id = preference_id(good.prompt_digest.hex(), good.response_digest.hex(), bad.response_digest.hex())
     if pair_id in seen_ids:
+        tested.append([pair_id, ID_TAKEN])
         refuse("duplicate_id", f"same content as {pair_id} (chosen {good.evidence_id}, rejected {bad.evidence_id})")
         return None
+    tested.append(verdict := [pair_id, ID_FREE])
     chosen_evidence, rejected_evidence = _reread(good, texts), _reread(bad, texts)
     if isinstance(chosen_evidence, str) or isinstance(rejected_evidence, str):
         refuse("schema_violation", chosen_evidence if isinstance(chosen_evidence, str) else rejected_evidence)
@@ -295,6 +463,7 @@ def _build_pair(
         refuse("schema_violation", describe(exc))
         return None
     seen_ids.add(pair_id)
+    verdict[1] = ID_WRITTEN
     return sample
 
 

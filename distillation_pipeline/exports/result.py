@@ -31,6 +31,7 @@ class ExportResult:
     dry_run: bool = False
     options: dict[str, object] = field(default_factory=dict)
     reused_positions: int = 0  # positions whose output was copied from the previous run (increments.py)
+    reused_tasks: int = 0  # preference: tasks whose pairs were copied from the previous run
     # for the dataset card: written rows by evidence stream (preference: both sides of a pair),
     # and rows written to the second (OpenAI) layout
     written_streams: dict[str, int] = field(default_factory=dict)

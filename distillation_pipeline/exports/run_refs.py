@@ -23,7 +23,7 @@ import orjson
 
 from distillation_pipeline.exports.candidates import SourceFiles, position
 
-DEFAULT_CHUNK_RUNS = 100_000
+DEFAULT_CHUNK_RUNS = 25_000  # ~15 MB of refs in memory; a million runs make 40 chunk files
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -94,6 +94,14 @@ class RunRefSpill:
 
     def by_task(self) -> Iterator[tuple[str, list[RunRef]]]:
         """(task id, its runs in arrival order), in sorted task-id order; then the spill is gone."""
+        for task_id, group in self.by_task_encoded():
+            yield task_id, [decode_ref(encoded, self._sources[relative])[1] for relative, encoded in group]
+
+    def source(self, relative: str) -> SourceFiles:
+        return self._sources[relative]
+
+    def by_task_encoded(self) -> Iterator[tuple[str, list[tuple[str, list]]]]:
+        """(task id, its runs as (partition, encoded ref) in arrival order), in sorted task-id order."""
         try:
             if not self._files:  # everything fits in one chunk: no file needed
                 self._chunk.sort(key=lambda entry: (entry[0], entry[1]))
@@ -103,7 +111,7 @@ class RunRefSpill:
                     self._spill()
                 entries = heapq.merge(*(self._read(handle) for handle in self._files), key=lambda e: (e[0], e[1]))
             for task_id, group in itertools.groupby(entries, key=lambda entry: entry[0]):
-                yield task_id, [decode_ref(encoded, self._sources[relative])[1] for _, _, relative, encoded in group]
+                yield task_id, [(relative, encoded) for _, _, relative, encoded in group]
         finally:
             self.close()
 
