@@ -413,3 +413,55 @@ def test_a_damaged_task_file_reuses_no_preference_partition(tmp_path: Path) -> N
     assert results["preference"].reused_positions == 0 and results["preference"].reused_tasks == 0
     assert results["rag"].reused_positions == 48
     assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+
+
+def twin(key: str, day: int, response: str = "the shared answer, see README.md") -> Run:
+    """Runs with the same task, stream and answer: one RAG row (and one SFT row) of content."""
+    return make_run(key, task_id="task-twin", response=response, event_at=EVENT_AT + timedelta(days=day))
+
+
+def test_a_new_first_copy_rereads_the_partitions_refusing_its_duplicates(tmp_path: Path) -> None:
+    """Day 2 wrote the first copy, day 3 refused a duplicate naming it; a copy appended to day 0
+    becomes the first, so day 2 and day 3 both change (day 3's refusal names another evidence)."""
+    layout = substrate(tmp_path / "root")
+    write_runs(layout, [twin("twin-a", 2), twin("twin-b", 3)])
+    export_all(layout)
+    write_runs(layout, [twin("twin-c", 0)])
+    results = export_all(layout)
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+    assert results["rag"].reused_positions == 12 + 12  # days 0 and 1; days 2 and 3 read again
+
+
+def test_a_first_copy_that_is_gone_moves_to_its_next_duplicate(tmp_path: Path) -> None:
+    """Day 1's first copy is rescored out of RAG, or its partition is deleted: day 3's duplicate
+    is then the first copy, as a fresh export says."""
+    for case in ("rescored", "deleted"):
+        layout = substrate(tmp_path / case)
+        write_runs(layout, [twin("twin-a", 1), twin("twin-b", 3)])
+        export_all(layout)
+        day1 = next(path for path in sorted(layout.scored_dir.rglob("*.jsonl")) if b"task-twin" in path.read_bytes())
+        if case == "rescored":
+            lines = day1.read_bytes().splitlines(keepends=True)
+            for i, line in enumerate(lines):
+                row = orjson.loads(line)
+                if row.get("task_id") == "task-twin":
+                    row["category"] = "rejected"
+                    lines[i] = orjson.dumps(row) + b"\n"
+            day1.write_bytes(b"".join(lines))
+        else:
+            (layout.evidence_dir / day1.relative_to(layout.scored_dir)).unlink()
+            day1.unlink()
+        export_all(layout)
+        assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / f"fresh-{case}")
+
+
+def test_id_table_answers_are_exact_when_every_fingerprint_collides(tmp_path: Path, monkeypatch) -> None:
+    """Fingerprints only steer the lookup: each match is confirmed against the id's own line."""
+    monkeypatch.setattr("distillation_pipeline.exports.streaming.fingerprint", lambda key: len(key) % 3)
+    layout = substrate(tmp_path / "root")
+    write_runs(layout, [twin("twin-a", 2), twin("twin-b", 3)])
+    export_all(layout)
+    write_runs(layout, [twin("twin-c", 0), *[run for day in (1, 3, 5) for run in runs_for_day(day, 4, "new")]])
+    results = export_all(layout)
+    assert results["rag"].reused_positions > 0
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")

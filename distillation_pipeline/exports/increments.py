@@ -94,7 +94,7 @@ class FileWindow:
 
 
 def partition_window(
-    layout: Layout, source: SourceFiles, positions: int, sizes: tuple[int, int]
+    layout: Layout, source: SourceFiles, positions: int, sizes: tuple[int, int], prefixes: "PrefixCheck | None" = None
 ) -> FileWindow | None:
     """The window a run just read, if a later run could reuse it: whole lines in both files.
 
@@ -104,8 +104,9 @@ def partition_window(
     evidence_size, scored_size = sizes
     if not _ends_with_newline(source.evidence, evidence_size) or not _ends_with_newline(source.scored, scored_size):
         return None
-    evidence_sha256 = _sha256_of_prefix(layout, source.evidence, evidence_size)
-    scored_sha256 = _sha256_of_prefix(layout, source.scored, scored_size)
+    prefixes = prefixes or PrefixCheck(layout)
+    evidence_sha256 = prefixes.sha256(source.evidence, evidence_size)
+    scored_sha256 = prefixes.sha256(source.scored, scored_size)
     if evidence_sha256 is None or scored_sha256 is None:
         return None
     return FileWindow(positions, evidence_size, evidence_sha256, scored_size, scored_sha256)
@@ -123,23 +124,49 @@ def _ends_with_newline(path: Path, size: int) -> bool:
 
 
 class PrefixCheck:
-    """Does a partition's file still start with the bytes a record says? Memoised per run."""
+    """Does a partition's file still start with the bytes a record says? Memoised per run.
+
+    ``prefetch`` looks every whole file up in the digest cache in one call (one load of the
+    cache, not one per file); a whole-file answer is used only while the file's (size, mtime,
+    inode, ctime) are still the ones it was taken under.
+    """
 
     def __init__(self, layout: Layout) -> None:
         self._layout = layout
         self._known: dict[tuple[Path, int], str | None] = {}
+        self._whole: dict[Path, tuple[tuple, str]] = {}
+
+    def prefetch(self, paths: list[Path]) -> None:
+        before = {path: _state(path) for path in paths}
+        digests = file_digests(self._layout, [path for path, state in before.items() if state], persist=False)
+        for path, digest in digests.items():
+            if _state(path) == before[path]:
+                self._whole[path] = (before[path], digest)  # type: ignore[assignment]
 
     def holds(self, source: SourceFiles, record: PartitionRecord) -> bool:
         return (
-            self._prefix_sha256(source.evidence, record.evidence_bytes) == record.evidence_sha256
-            and self._prefix_sha256(source.scored, record.scored_bytes) == record.scored_sha256
+            self.sha256(source.evidence, record.evidence_bytes) == record.evidence_sha256
+            and self.sha256(source.scored, record.scored_bytes) == record.scored_sha256
         )
 
-    def _prefix_sha256(self, path: Path, length: int) -> str | None:
+    def sha256(self, path: Path, length: int) -> str | None:
+        """sha256 of the first ``length`` bytes of ``path``; None if it is shorter."""
+        whole = self._whole.get(path)
+        if whole is not None and whole[0][0] == length:
+            if _state(path) == whole[0]:
+                return whole[1]
         key = (path, length)
         if key not in self._known:
             self._known[key] = _sha256_of_prefix(self._layout, path, length)
         return self._known[key]
+
+
+def _state(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
 
 
 def _sha256_of_prefix(layout: Layout, path: Path, length: int) -> str | None:
@@ -281,8 +308,8 @@ class StateWriter:
         for name, (writer, sink) in self._sides.items():
             writer.__exit__(None, None, None)
             sides[name] = sink.hexdigest()
-            remember_digests(self._layout, {_side_path(self._layout, self._dataset, name): sides[name]})
-        remember_digests(self._layout, {parts: self._digest.hexdigest()})
+        remember_digests(self._layout, {parts: self._digest.hexdigest(),
+                                        **{_side_path(self._layout, self._dataset, n): d for n, d in sides.items()}})  # fmt: skip
         header = {
             **self._header,
             "parts_sha256": self._digest.hexdigest(),

@@ -100,9 +100,13 @@ class Participant:
     def open(self, sinks: list[HashingSink]) -> None:
         raise NotImplementedError
 
-    def attach_state(self, previous: StateReader | None, writer: StateWriter | None) -> None:
+    def attach_state(self, previous: StateReader | None, writer: StateWriter | None, current: set[str]) -> None:
         """The previous run's state and this run's, for a dataset that keeps more than its
-        partition records (preference keeps its pairs per task); None on a dry run."""
+        partition records (RAG/SFT their ids, preference its pairs per task); None on a dry
+        run. ``current``: the partitions there are now."""
+
+    def not_reused(self, relative: str) -> None:
+        """The pass reads ``relative`` from its first position for this dataset."""
 
     def offer(self, item: Candidate | Broken) -> None:
         raise NotImplementedError
@@ -145,6 +149,7 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
     prefixes be copied instead of re-read; a dry run reads everything and records nothing.
     """
     sources = list_source_files(layout)
+    current = {source.relative for source in sources}
     inputs = input_files(sources)
     manifest = RepoManifest.load(layout.repo_manifest)
     for participant in participants:
@@ -160,6 +165,7 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
         p: StateReader(layout, p.result.dataset, p.result.options, p.outputs, code) for p in participants
     }
     pass_ = _Pass(layout, participants, previous)
+    pass_.prefixes.prefetch([path for source in sources for path in (source.evidence, source.scored)])
     written: dict[Path, HashingSink] = {}
     writers = {} if dry_run else {p: StateWriter(layout, p.result.dataset, p.result.options, code) for p in participants}
     try:
@@ -168,7 +174,7 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
                 sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
                 written.update(zip(participant.outputs, sinks, strict=True))
                 participant.open(sinks)
-                participant.attach_state(previous.get(participant), writers.get(participant))
+                participant.attach_state(previous.get(participant), writers.get(participant), current)
             for source in sources:
                 for participant, record in pass_.visit(source):
                     if participant in writers:
@@ -241,7 +247,7 @@ class _Pass:
         self._count_for_the_others(source, takers, count)
         stable = aligned and None not in before and _file_states(source) == before
         sizes = (before[0][0], before[1][0]) if stable else (0, 0)  # type: ignore[index]
-        window = partition_window(self.layout, source, count, sizes) if stable else None
+        window = partition_window(self.layout, source, count, sizes, self.prefixes) if stable else None
         if window is not None:
             for participant in takers:
                 yield participant, participant.end_partition(source.relative, window)
@@ -253,6 +259,7 @@ class _Pass:
             state = self.previous.get(participant)
             record = state.record(source.relative) if state is not None and state.valid else None
             if record is None or not self.prefixes.holds(source, record) or not participant.can_reuse(record):
+                participant.not_reused(source.relative)
                 continue
             participant.reuse(record, state.old_outputs, state.verified)  # type: ignore[union-attr]
             covered[participant] = (record.positions, record.evidence_bytes, record.scored_bytes)

@@ -166,7 +166,7 @@ class PreferenceExport(Participant):
         ]  # fmt: skip
         self._runs.add_encoded(item.source, encoded)
 
-    def attach_state(self, previous: StateReader | None, writer: StateWriter | None) -> None:
+    def attach_state(self, previous: StateReader | None, writer: StateWriter | None, current: set[str]) -> None:
         self._old_tasks = previous.side_file(TASKS_STATE) if previous is not None else None
         self._tasks_out = writer.side_file(TASKS_STATE) if writer is not None else None
 

@@ -4,6 +4,10 @@ A dataset module supplies which streams are eligible and how one candidate becom
 a refusal); ``RowExport`` does the rest the same way for both: ineligible and broken
 positions, duplicate content, the writes, and the counts. Memory for duplicate detection and its message
 is ~32 bytes per written row (``lib/firstseen.py``), the rest is on disk.
+
+Incremental runs look duplicates up in the previous run's id table (``exports/id_table.py``)
+instead: only the rows read this run touch it, and a partition is copied unless a row read
+this run took the place of one of its first copies.
 """
 
 from collections import Counter
@@ -13,11 +17,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from distillation_pipeline.exports.id_table import DETAILS_FILE, TABLE_FILE, IdTable, IdTableWriter, fingerprint
+
 from distillation_pipeline.exports.candidates import Broken, Candidate
 from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.increments import (
     FileWindow,
     PartitionRecord,
+    StateReader,
+    StateWriter,
     add_counts,
     copy_range,
 )
@@ -93,8 +101,10 @@ class RowExport(Participant):
         self._build = build
         self._has_variant = variant_file is not None
         self._first_seen = FirstSeen()  # row id -> evidence id of its first occurrence, ~32 bytes a row
-        # events: this partition's built rows (row id, evidence id, first evidence id if a
-        # duplicate), what a later run checks before it reuses the partition
+        self._table: IdTable | None = None  # the previous run's ids (incremental runs)
+        self._ids_out: IdTableWriter | None = None  # this run's, for the next
+        self._taken: dict[str, str] = {}  # incremental: row id -> evidence id, first written this run
+        self._dirty: set[str] = set()  # partitions whose bytes a row read this run changes
 
     def open(self, sinks: list[HashingSink]) -> None:
         self._sinks = sinks
@@ -111,8 +121,7 @@ class RowExport(Participant):
         built = self._build(item, self.manifest)
         if isinstance(built, Row):
             row_id = built.sample.id  # type: ignore[attr-defined]
-            first = self._first_seen.first(row_id, item.evidence.id)
-            self._events.append((row_id, item.evidence.id, first))
+            first = self._first_copy(row_id, item)
             if first is None:
                 self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
                 if self._variants is not None and built.variant is not None:
@@ -125,9 +134,52 @@ class RowExport(Participant):
         reason, detail = built
         self._quarantine.refuse_candidate(item, reason, detail)
 
+    def _first_copy(self, row_id: str, item: Candidate) -> str | None:
+        """The evidence id of the first copy of ``row_id`` before ``item``; None if it is the first."""
+        evidence_id = item.evidence.id
+        if self._table is None:  # every earlier id is in the first-seen table
+            first = self._first_seen.first(row_id, evidence_id)
+            if self._ids_out is not None:
+                fp = fingerprint(row_id)
+                if first is None:
+                    self._ids_out.add(row_id, fp, (item.source.relative, item.index), evidence_id)
+                else:
+                    self._ids_out.duplicate(fp, item.source.relative)
+            return first
+        if row_id in self._taken:
+            self._record_duplicate(row_id, item)
+            return self._taken[row_id]
+        fp = fingerprint(row_id)
+        where = (item.source.relative, item.index)
+        found = self._table.first(row_id, fp)
+        if found is not None:
+            kept_at, kept_evidence, slot = found
+            if kept_at < where:
+                self._record_duplicate(row_id, item)
+                return kept_evidence
+            if kept_at == where:  # the same first copy, read again
+                self._taken[row_id] = evidence_id
+                return None
+            # This row comes before the recorded first copy: that partition now refuses it as a
+            # duplicate (read again, it is struck out, and so are the partitions refusing
+            # duplicates of its first copies: they now name another first, see ``not_reused``).
+            self._dirty.add(kept_at[0])
+        self._taken[row_id] = evidence_id
+        if self._ids_out is not None:
+            self._ids_out.add(row_id, fp, where, evidence_id, replaces=found[2] if found is not None else None)
+        return None
+
+    def _record_duplicate(self, row_id: str, item: Candidate) -> None:
+        if self._ids_out is not None:
+            self._ids_out.duplicate(fingerprint(row_id), item.source.relative)
+
     def finish(self) -> None:
         """Nothing is held back: every row was written as it was offered."""
         self._first_seen.close()
+        if self._ids_out is not None:
+            self._ids_out.finish()
+        if self._table is not None:
+            self._table.close()
 
     # --- incremental runs ---------------------------------------------------------------------
 
@@ -139,32 +191,45 @@ class RowExport(Participant):
         self._copied: list[list[int]] = []
         self._begin_sizes = [sink.size for sink in self._sinks]
 
+    def attach_state(self, previous: StateReader | None, writer: StateWriter | None, current: set[str]) -> None:
+        table = details = None
+        if previous is not None:
+            table, details = previous.side_file(TABLE_FILE), previous.side_file(DETAILS_FILE)
+        if table is not None and details is not None:
+            try:
+                self._table = IdTable(table, details)
+            except (OSError, ValueError, KeyError, TypeError):
+                self._table = None  # unreadable: read everything, as with no state
+        if writer is not None:
+            self._ids_out = IdTableWriter(writer.side_file(TABLE_FILE), writer.side_file(DETAILS_FILE), self._table)
+        if self._table is not None:
+            for relative in self._table.relatives:
+                if relative not in current:  # its first copies are gone: their duplicates move
+                    self._dirty.update(self._table.strike(relative))
+
     def can_reuse(self, record: PartitionRecord) -> bool:
-        """Every row of the prefix meets the same duplicate verdict as when it was exported."""
-        own: dict[str, str] = {}  # ids the prefix itself introduces, in order
-        for row_id, evidence_id, first in record.events:
-            now = own.get(row_id) or self._first_seen.get(row_id)
-            if now != first:
-                return False
-            if now is None:
-                own[row_id] = evidence_id
-        return True
+        """Only with the previous run's ids (else every id must be seen again), and only if no
+        row read this run took the place of one of the partition's first copies."""
+        return self._table is not None and record.relative not in self._dirty
+
+    def not_reused(self, relative: str) -> None:
+        # Read again from its start: what the table says it first wrote no longer counts, and
+        # partitions refusing duplicates of those rows are read again after it.
+        if self._table is not None:
+            self._dirty.update(self._table.strike(relative))
 
     def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
         for path, (start, end), sink in zip(previous_outputs, record.ranges, self._sinks, strict=True):
             begin = sink.size
             copy_range(path, start, end, sink)
             self._copied.append([begin, sink.size] if verified else [])
-        for row_id, evidence_id, _ in record.events:
-            self._first_seen.first(row_id, evidence_id)
-        self._events = [tuple(event) for event in record.events]
         add_counts(self.result, record.counts)
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
         return PartitionRecord(
             relative=relative, **window.__dict__,
             ranges=[[start, sink.size] for start, sink in zip(self._begin_sizes, self._sinks, strict=True)],
-            counts=self.partition_counts(), events=self._events, copied=self._copied,
+            counts=self.partition_counts(), copied=self._copied,
         )  # fmt: skip
 
     def card_stats(self) -> list[FileStats]:
