@@ -9,12 +9,14 @@ dataset is verified in the calling process.
 """
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillation_pipeline.exports.verify import verify_dataset
+from distillation_pipeline.exports.verified_rows import TableBuilder, VerifiedRows, binding, table_path
+from distillation_pipeline.exports.verify import Remembered, verify_dataset
 from distillation_pipeline.lib.layout import Layout
 
 MAX_WORKERS = 2
@@ -33,22 +35,60 @@ class VerifyJob:
     trusted: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # path -> verified byte ranges
     export_options: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    remember: bool = True  # use the rows the last pass kept (verified_rows), and keep this pass's
+
+    def check_options(self) -> dict[str, Any]:
+        return {"include_review": self.include_review, "include_partial": self.include_partial,
+                "max_pairs_per_task": self.max_pairs_per_task}  # fmt: skip
 
 
-def run_job(job: VerifyJob) -> list[str]:
-    return verify_dataset(
-        Layout.at(job.root),
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """A dataset's violations, the sha256 of the bytes the check read, and (if it holds and
+    may be remembered) the table of its rows, written beside the state for the caller to put
+    in place (``verified_rows.commit_table``) once the pass is recorded."""
+
+    violations: list[str]
+    digests: dict[str, str]  # path -> sha256 of exactly the bytes the check judged
+    table: str | None = None
+    rows_known: int = 0  # rows found in the last pass's table (not parsed, not rescanned)
+
+
+def run_job(job: VerifyJob) -> VerifyOutcome:
+    layout = Layout.at(job.root)
+    remembered = Remembered()
+    bound: dict[str, Any] | None = None
+    if job.remember:
+        bound = binding(layout, job.dataset, job.check_options())
+        remembered = Remembered(table=VerifiedRows.load(table_path(layout, job.dataset), bound), builder=TableBuilder())
+    violations = verify_dataset(
+        layout,
         job.dataset,
         include_review=job.include_review,
         include_partial=job.include_partial,
         max_pairs_per_task=job.max_pairs_per_task,
         limit=VIOLATION_LIMIT,
         trusted={Path(path): [tuple(r) for r in ranges] for path, ranges in job.trusted.items()},  # type: ignore[misc]
+        remembered=remembered,
+    )
+    written = None
+    # kept only for a pass, and only if nothing it is bound to (the manifest) moved meanwhile
+    if bound is not None and not violations and not job.dry_run and binding(layout, job.dataset, job.check_options()) == bound:
+        remembered.table = None  # its rows still needed are in the builder
+        temporary = table_path(layout, job.dataset).with_name(f".{job.dataset}.verified_rows.{os.getpid()}.npz")
+        assert remembered.builder is not None
+        remembered.builder.write(temporary, bound)
+        written = str(temporary)
+    return VerifyOutcome(
+        violations=violations,
+        digests={str(path): digest for path, digest in remembered.digests.items()},
+        table=written,
+        rows_known=remembered.rows_known,
     )
 
 
-def verify_side_by_side(jobs: list[VerifyJob]) -> dict[str, list[str]]:
-    """Violations per dataset (empty: it holds). Largest files first, so the long one starts early."""
+def verify_side_by_side(jobs: list[VerifyJob]) -> dict[str, VerifyOutcome]:
+    """Each dataset's outcome (no violations: it holds). Largest files first, so the long one starts early."""
     if len(jobs) <= 1:
         return {job.dataset: run_job(job) for job in jobs}
     ordered = sorted(jobs, key=_size, reverse=True)

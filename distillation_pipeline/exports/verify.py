@@ -14,12 +14,17 @@ Every violation is one human-readable line that starts with a code:
 violations were found than listed.
 """
 
+import hashlib
+import heapq
 import itertools
 import re
+from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from distillation_pipeline.exports.ids import preference_id, rag_id, sft_id, text_sha256
@@ -29,6 +34,14 @@ from distillation_pipeline.exports.preference import (
     openai_preference_row,
 )
 from distillation_pipeline.exports.secrets import find_secret_in
+from distillation_pipeline.exports.verified_rows import (
+    TableBuilder,
+    VerifiedRows,
+    id_text,
+    id_words,
+    prefix_of,
+    split_key,
+)
 from distillation_pipeline.lib.firstseen import FirstSeen
 from distillation_pipeline.lib.layout import Layout
 
@@ -38,7 +51,7 @@ Row = dict[str, Any]
 
 
 class _Report:
-    """Collects violations, listing at most ``limit`` and counting the rest."""
+    """Collects violations in the order found, listing at most ``limit`` and counting the rest."""
 
     def __init__(self, path: Path, limit: int) -> None:
         self.label = f"{path.parent.name}/{path.name}"
@@ -58,6 +71,50 @@ class _Report:
         return self.lines
 
 
+class _PlacedReport:
+    """The main file's violations in file order: by line, then in the order of the row's checks.
+
+    Most are found in that order. The rules that span rows (unique ids, pairs per task) are
+    settled after the last row (``_CrossRows.finish``), each in the place its row reserved,
+    so the list and its truncation read exactly as if every row were checked in turn. Keeps
+    only the ``limit`` first places (a heap), so memory stays bounded however many there are.
+    """
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.label = f"{path.parent.name}/{path.name}"
+        self.limit = limit
+        self._kept: list[tuple[int, int, str]] = []  # (-line, -order, text): max-heap of places
+        self.total = 0
+        self._line = -1
+        self._order = 0
+
+    def reserve(self, line_no: int) -> int:
+        """The next place within ``line_no`` (a row's checks run together, in order)."""
+        if line_no != self._line:
+            self._line, self._order = line_no, 0
+        order = self._order
+        self._order += 1
+        return order
+
+    def add(self, code: str, line_no: int, detail: str) -> None:
+        self.put(line_no, self.reserve(line_no), code, detail)
+
+    def put(self, line_no: int, order: int, code: str, detail: str) -> None:
+        self.total += 1
+        item = (-line_no, -order, "")
+        if len(self._kept) < self.limit:
+            heapq.heappush(self._kept, (-line_no, -order, f"{code}: {self.label}:{line_no}: {detail}"))
+        elif self._kept and item[:2] > self._kept[0][:2]:
+            heapq.heapreplace(self._kept, (-line_no, -order, f"{code}: {self.label}:{line_no}: {detail}"))
+
+    def result(self) -> list[str]:
+        lines = [text for _, _, text in sorted(self._kept, reverse=True)]
+        hidden = self.total - len(lines)
+        if hidden:
+            return [*lines, f"truncated: {hidden} more violations in {self.label} not listed"]
+        return lines
+
+
 class _Trusted:
     """Byte ranges of a file that are verbatim copies of bytes this check already passed."""
 
@@ -73,25 +130,79 @@ class _Trusted:
         return self._at < len(ranges) and ranges[self._at][0] <= start and end <= ranges[self._at][1]
 
 
-def _rows(path: Path, report: _Report, trusted: _Trusted) -> Iterator[tuple[int, bool, Row | None]]:
-    """(line number, trusted, row) per non-blank line; None (reported) for a line that is not an object."""
-    offset = 0
-    with open(path, "rb") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                report.add("malformed_row", line_no, "not valid JSON")
-                yield line_no, False, None
-                continue
-            if not isinstance(row, dict):
-                report.add("malformed_row", line_no, "not a JSON object")
-                yield line_no, False, None
-                continue
-            yield line_no, trusted.covers(start, offset), row
+Line = tuple[int, int, int, bytes]  # line number, start offset, end offset, bytes without the newline
+
+
+class _Rows:
+    """The non-blank lines of a file, taken in batches; ``hasher`` sees every byte read, so the
+    file's sha256 is of exactly the bytes the check judged. Per line, only C-level work: the
+    lines of a 4 MiB chunk are split, measured and screened for blanks in bulk."""
+
+    def __init__(self, path: Path, hasher: Any) -> None:
+        self._handle = open(path, "rb")  # noqa: SIM115 (closed at the end of the file or by close())
+        self._hasher = hasher
+        self._line_no = 0  # lines before the buffered ones
+        self._offset = 0  # bytes before the buffered ones
+        self._tail = b""
+        self._texts: list[bytes] = []
+        self._numbers = self._starts = self._ends = np.zeros(0, dtype=np.int64)
+        self._at = 0
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def _fill(self) -> bool:
+        if self._handle.closed:
+            return False
+        chunk = self._handle.read(1 << 22)
+        if chunk:
+            self._hasher.update(chunk)
+            parts = (self._tail + chunk if self._tail else chunk).split(b"\n")
+            self._tail = parts.pop()
+            newline = 1
+        elif self._tail:  # a last line without its newline
+            parts, self._tail, newline = [self._tail], b"", 0
+        else:
+            self.close()
+            return False
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        ends = self._offset + np.cumsum(lengths + 1) - (1 - newline)
+        starts = ends - lengths - newline
+        numbers = np.arange(self._line_no + 1, self._line_no + 1 + len(parts), dtype=np.int64)
+        self._line_no += len(parts)
+        self._offset = int(ends[-1]) if len(ends) else self._offset
+        blank = np.fromiter(map(bytes.isspace, parts), dtype=bool, count=len(parts)) | (lengths == 0)
+        if blank.any():
+            keep = np.nonzero(~blank)[0]
+            parts = [parts[i] for i in keep.tolist()]
+            numbers, starts, ends = numbers[keep], starts[keep], ends[keep]
+        self._texts = self._texts[self._at :] + parts
+        self._numbers = np.concatenate([self._numbers[self._at :], numbers])
+        self._starts = np.concatenate([self._starts[self._at :], starts])
+        self._ends = np.concatenate([self._ends[self._at :], ends])
+        self._at = 0
+        return True
+
+    def take(self, n: int) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``n`` next rows (fewer only at the end): texts, line numbers, starts, ends."""
+        while len(self._texts) - self._at < n and self._fill():
+            pass
+        at, end = self._at, min(self._at + n, len(self._texts))
+        self._at = end
+        return self._texts[at:end], self._numbers[at:end], self._starts[at:end], self._ends[at:end]
+
+
+def _parse(line: Line, report: "_Report | _PlacedReport") -> Row | None:
+    """The line's object; None (reported) for a line that is not an object."""
+    try:
+        row = orjson.loads(line[3])
+    except orjson.JSONDecodeError:
+        report.add("malformed_row", line[0], "not valid JSON")
+        return None
+    if not isinstance(row, dict):
+        report.add("malformed_row", line[0], "not a JSON object")
+        return None
+    return row
 
 
 def _text(value: Any) -> str | None:
@@ -102,7 +213,7 @@ def _nonempty(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _check_provenance(provenance: Any, line_no: int, report: _Report, side: str = "provenance") -> str | None:
+def _check_provenance(provenance: Any, line_no: int, report: "_Report | _PlacedReport", side: str = "provenance") -> str | None:
     """The evidence id if ``provenance`` leads back to evidence, scored run and source row."""
     if not isinstance(provenance, dict):
         report.add("missing_provenance", line_no, f"{side} is missing")
@@ -129,18 +240,8 @@ def _check_provenance(provenance: Any, line_no: int, report: _Report, side: str 
     return evidence_id if _nonempty(evidence_id) else None
 
 
-def _check_unique(row: Row, line_no: int, report: _Report, seen: FirstSeen) -> None:
-    row_id = row.get("id")
-    if not _nonempty(row_id):
-        report.add("duplicate_id", line_no, "row has no id")
-        return
-    first = seen.first(row_id, str(line_no))
-    if first is not None:
-        report.add("duplicate_id", line_no, f"id {row_id} already on line {first}")
-
-
-def _check_common(row: Row, line_no: int, report: _Report, seen: FirstSeen, expected_id: str | None) -> None:
-    _check_unique(row, line_no, report, seen)
+def _check_common(row: Row, line_no: int, report: _PlacedReport, cross: "_CrossRows", expected_id: str | None) -> None:
+    cross.unique(row.get("id"), line_no, report)
     row_id = row.get("id")
     if expected_id is not None and _nonempty(row_id) and row_id != expected_id:
         report.add("id_mismatch", line_no, f"id {row_id} is not the hash of the row's content ({expected_id})")
@@ -148,19 +249,142 @@ def _check_common(row: Row, line_no: int, report: _Report, seen: FirstSeen, expe
         report.add("missing_created_at", line_no, "row has no created_at")
 
 
-def _check_secret(fields: list[tuple[str, Any]], line_no: int, report: _Report) -> str | None:
+def _check_secret(fields: list[tuple[str, Any]], line_no: int, report: "_Report | _PlacedReport") -> str | None:
     found = find_secret_in((name, _text(value)) for name, value in fields)
     if found is not None:
         report.add("secret_detected", line_no, found)
     return found
 
 
-def _check_paths(manifest: RepoManifest | None, paths: list[str], line_no: int, report: _Report) -> None:
+def _check_paths(manifest: RepoManifest | None, paths: list[str], line_no: int, report: "_Report | _PlacedReport") -> None:
     if manifest is None:
         return
     missing = manifest.missing(path for path in paths if isinstance(path, str))
     if missing:
         report.add("hallucinated_file_path", line_no, f"cites path(s) not in the repository: {', '.join(missing[:5])}")
+
+
+# ------------------------------------------------------------------------------------------
+# The rules that span rows: unique ids, pairs per task
+# ------------------------------------------------------------------------------------------
+
+
+class _CrossRows:
+    """Unique ids (and pairs per task) over every row, settled once the last row is read.
+
+    A row the check passed before (``verified_rows``) is not parsed: its id and task come from
+    the table. So ids are kept as compact arrays, not replayed into a table of strings: an id in
+    the dataset's own form (``rag-`` + 24 hex digits, what every passing row has) as 12 bytes,
+    with its line and its place among the row's violations; any other id (only rows checked
+    whole have one) goes through ``FirstSeen`` as it is met, in file order. ``finish`` sorts the
+    arrays and puts each duplicate (and each task's first pair over the cap) in its place, with
+    exactly the message a row-by-row check would have given.
+    """
+
+    def __init__(self, dataset: str, max_pairs: int | None = None) -> None:
+        self.prefix = prefix_of(dataset)
+        self.max_pairs = max_pairs
+        self._other = FirstSeen()  # ids not in the dataset's form
+        self._high, self._low, self._line, self._order = array("Q"), array("I"), array("I"), array("I")
+        self._task_number, self._task_line, self._task_order = array("I"), array("I"), array("I")
+        self._task_index: dict[Any, int] = {}  # per task, as the row-by-row check's dict was
+        self._task_values: list[Any] = []
+        self._task_repr: dict[int, str] = {}  # line -> repr of a task equal to, not the same as, the first
+        self._bulk: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._from_table: np.ndarray | None = None  # table task number -> ours (-1: not met yet)
+        self.last_words: tuple[int, int] | None = None  # the id of the row ``unique`` saw last
+
+    def unique(self, row_id: Any, line_no: int, report: _PlacedReport) -> None:
+        self.last_words = None
+        if not _nonempty(row_id):
+            report.add("duplicate_id", line_no, "row has no id")
+            return
+        words = self.last_words = id_words(row_id, self.prefix)
+        if words is None:
+            first = self._other.first(row_id, str(line_no))
+            if first is not None:
+                report.add("duplicate_id", line_no, f"id {row_id} already on line {first}")
+            return
+        self._high.append(words[0])
+        self._low.append(words[1])
+        self._line.append(line_no)
+        self._order.append(report.reserve(line_no))
+
+    def pair(self, task: Any, line_no: int, report: _PlacedReport) -> None:
+        number = self._number(task)
+        if type(task) is not str and repr(task) != repr(self._task_values[number]):
+            self._task_repr[line_no] = repr(task)
+        self._task_number.append(number)
+        self._task_line.append(line_no)
+        self._task_order.append(report.reserve(line_no))
+
+    def _number(self, task: Any) -> int:
+        number = self._task_index.get(task)  # an unhashable task raises, as it always did
+        if number is None:
+            number = self._task_index[task] = len(self._task_values)
+            self._task_values.append(task)
+        return number
+
+    def trusted(self, table: VerifiedRows, indexes: np.ndarray, lines: np.ndarray) -> np.ndarray | None:
+        """Rows found in the table: their ids (and tasks) join the arrays. Returns our task
+        numbers of those rows (preference), for the table the check writes next."""
+        numbers = None
+        if self.max_pairs is not None:
+            if self._from_table is None:
+                self._from_table = np.full(len(table.tasks), -1, dtype=np.int64)
+            table_tasks = table.task[indexes]
+            for old in np.unique(table_tasks[self._from_table[table_tasks] < 0]).tolist():
+                self._from_table[old] = self._number(table.tasks[old])
+            numbers = self._from_table[table_tasks].astype(np.uint32)
+        self._bulk.append((table.id_high[indexes], table.id_low[indexes], lines, numbers))
+        return numbers
+
+    def finish(self, report: _PlacedReport) -> None:
+        self._other.close()
+        bulk_lines = [b[2] for b in self._bulk]
+        high = np.concatenate([_np(self._high, np.uint64), *(b[0] for b in self._bulk)])
+        low = np.concatenate([_np(self._low, np.uint32), *(b[1] for b in self._bulk)])
+        line = np.concatenate([_np(self._line, np.uint32), *bulk_lines])
+        # a row from the table has no other violation: its id takes place 0, its pair place 1
+        order = np.concatenate([_np(self._order, np.uint32), *(np.zeros(len(x), np.uint32) for x in bulk_lines)])
+        for i, first in _repeats((line, low, high), line):
+            report.put(int(line[i]), int(order[i]), "duplicate_id",
+                       f"id {id_text(self.prefix, int(high[i]), int(low[i]))} already on line {first}")  # fmt: skip
+        if self.max_pairs is None:
+            return
+        number = np.concatenate([_np(self._task_number, np.uint32), *(b[3] for b in self._bulk)])
+        line = np.concatenate([_np(self._task_line, np.uint32), *bulk_lines])
+        order = np.concatenate([_np(self._task_order, np.uint32), *(np.ones(len(x), np.uint32) for x in bulk_lines)])
+        sorted_at = np.lexsort((line, number))
+        ranked = number[sorted_at]
+        starts = np.r_[True, ranked[1:] != ranked[:-1]] if len(ranked) else np.zeros(0, bool)
+        positions = np.arange(len(ranked))
+        rank = positions - np.maximum.accumulate(np.where(starts, positions, 0)) if len(ranked) else positions
+        for i in sorted_at[rank == self.max_pairs].tolist():
+            at = int(line[i])
+            task = self._task_repr.get(at) or repr(self._task_values[int(number[i])])
+            report.put(at, int(order[i]), "too_many_pairs", f"task {task} has more than {self.max_pairs} pairs")
+
+
+def _np(values: array, dtype: Any) -> np.ndarray:
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)
+
+
+def _repeats(keys: tuple[np.ndarray, ...], line: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(index, first line of its key) of every row whose key (all but ``keys[0]``) an earlier
+    line already had; ``keys[0]`` is the line, which orders each group."""
+    if not len(line):
+        return
+    sorted_at = np.lexsort(keys)
+    same = np.ones(len(sorted_at) - 1, dtype=bool)
+    for key in keys[1:]:
+        ordered = key[sorted_at]
+        same &= ordered[1:] == ordered[:-1]
+    positions = np.arange(len(sorted_at))
+    group_start = np.maximum.accumulate(np.where(np.r_[True, ~same], positions, 0))
+    first_line = line[sorted_at][group_start]
+    for at in (np.nonzero(same)[0] + 1).tolist():
+        yield int(sorted_at[at]), int(first_line[at])
 
 
 # ------------------------------------------------------------------------------------------
@@ -171,21 +395,45 @@ def _check_paths(manifest: RepoManifest | None, paths: list[str], line_no: int, 
 # and the credential found in it, so the variant row is compared, not scanned again. A trusted
 # row (a verbatim copy of bytes this check passed before, with its variant twin) is held only
 # to what spans rows: unique ids and the per-task pair cap.
-RowCheck = Callable[[int, Row, _Report, bool], tuple[Row | None, str | None]]
+RowCheck = Callable[[int, Row, _PlacedReport, bool], tuple[Row | None, str | None]]
 VariantFields = Callable[[Row], list[tuple[str, Any]]]
+_BATCH = 4096
+
+
+@dataclass
+class Remembered:
+    """What the check passed before (``table``), and what this check keeps for the next.
+
+    ``builder`` collects an entry per row for the table the caller writes if the dataset
+    passes; ``digests`` gets the sha256 of every file read, of exactly the bytes read.
+    """
+
+    table: VerifiedRows | None = None
+    builder: TableBuilder | None = None
+    digests: dict[Path, str] = field(default_factory=dict)
+    rows_known: int = 0  # rows found in the table: held only to the rules that span rows
 
 
 def _verify_file(
     path: Path,
     limit: int,
     check_row: RowCheck,
+    cross: _CrossRows,
     variant_path: Path | None = None,
     variant_fields: VariantFields | None = None,
     trusted: dict[Path, list[tuple[int, int]]] | None = None,
+    remembered: Remembered | None = None,
 ) -> list[str]:
-    """Stream both files together: memory stays flat however large the dataset."""
+    """Stream both files together: memory stays flat however large the dataset.
+
+    A row whose bytes (with its twin's) are in ``remembered.table`` is not parsed; a row inside
+    the caller's ``trusted`` ranges (with its twin) is parsed for its id but not checked again.
+    Both are held to the rules that span rows. Every other row gets every rule.
+    """
     trusted = trusted or {}
-    report = _Report(path, limit)
+    remembered = remembered or Remembered()
+    table, builder = remembered.table, remembered.builder
+    report = _PlacedReport(path, limit)
     if not path.is_file():
         return [f"missing_file: {report.label}: the dataset file does not exist"]
     variant_report = _Report(variant_path, limit) if variant_path is not None else None
@@ -193,29 +441,76 @@ def _verify_file(
         variant_path = None
         assert variant_report is not None
         variant_report.lines.append(f"missing_file: {variant_report.label}: the OpenAI-layout file does not exist")
-    main_rows = _rows(path, report, _Trusted(trusted.get(path)))
-    variant_rows = (
-        _rows(variant_path, variant_report, _Trusted(trusted.get(variant_path)))
-        if variant_path is not None and variant_report
-        else iter(())
-    )
-    main_count = variant_count = 0
-    for main, variant in itertools.zip_longest(main_rows, variant_rows):
+    hashers = {path: hashlib.sha256()}
+    main_rows = _Rows(path, hashers[path])
+    variant_rows = None
+    if variant_path is not None:
+        hashers[variant_path] = hashlib.sha256()
+        variant_rows = _Rows(variant_path, hashers[variant_path])
+    main_trusted, variant_trusted = _Trusted(trusted.get(path)), _Trusted(trusted.get(variant_path))  # type: ignore[arg-type]
+    checks_variant = variant_report is not None and variant_fields is not None
+    counts = [0, 0]  # main rows, variant rows
+    no_key = bytes(32)  # never a sha256: a position without both lines is never found
+
+    def check_position(main: Line | None, variant: Line | None, key: bytes) -> None:
+        row = variant_row = None
         expected: Row | None = None
         secret: str | None = None
-        # Trusted only with its twin: a copied main row beside a rewritten variant row is checked.
-        both_trusted = main is not None and main[1] and (variant_path is None or (variant is not None and variant[1]))
         if main is not None:
-            main_count += 1
-            line_no, _, row = main
-            if row is not None:
-                expected, secret = check_row(line_no, row, report, both_trusted)
-        if variant is not None and variant_report is not None and variant_fields is not None:
-            variant_count += 1
-            if not both_trusted:
-                _check_variant_row((variant[0], variant[2]), main is not None, expected, secret, variant_fields, variant_report)
+            row = _parse(main, report)
+        if variant is not None and variant_report is not None:
+            variant_row = _parse(variant, variant_report)
+        both_trusted = (
+            row is not None and main_trusted.covers(main[1], main[2])  # type: ignore[index]
+            and (variant_path is None or (variant_row is not None and variant_trusted.covers(variant[1], variant[2])))  # type: ignore[index]
+        )  # fmt: skip
+        if row is not None:
+            expected, secret = check_row(main[0], row, report, both_trusted)  # type: ignore[index]
+            if builder is not None and not both_trusted and key != no_key:
+                builder.add_row(key, cross.last_words, row.get("task_id"), cross.max_pairs is not None)
+        if variant is not None and checks_variant and not both_trusted:
+            _check_variant_row((variant[0], variant_row), main is not None, expected, secret, variant_fields,  # type: ignore[arg-type]
+                               variant_report)  # type: ignore[arg-type]  # fmt: skip
+
+    try:
+        while True:
+            texts, numbers, starts, ends = main_rows.take(_BATCH)
+            twins, twin_numbers, twin_starts, twin_ends = (
+                variant_rows.take(_BATCH) if variant_rows is not None else ([], numbers[:0], starts[:0], ends[:0])
+            )
+            if not texts and not twins:
+                break
+            counts[0] += len(texts)
+            counts[1] += len(twins) if checks_variant else 0
+            # a position's key: sha256 of its line, or of its line, "\n" and its twin's line
+            paired = min(len(texts), len(twins)) if variant_rows is not None else len(texts)
+            lines = map(b"\n".join, zip(texts, twins)) if variant_rows is not None else iter(texts)
+            keys = b"".join([digest.digest() for digest in map(hashlib.sha256, itertools.islice(lines, paired))])
+            keys += no_key * (max(len(texts), len(twins)) - paired)
+            found = table.lookup(*split_key(keys)) if table is not None else np.full(len(keys) // 32, -1)
+            hits = found >= 0
+            if hits.any():
+                assert table is not None
+                indexes = found[hits]
+                numbers_of = cross.trusted(table, indexes, numbers[hits[: len(numbers)]].astype(np.uint32))
+                if builder is not None:
+                    builder.carry(table, indexes, numbers_of)
+                remembered.rows_known += len(indexes)
+            for i in np.nonzero(~hits)[0].tolist():  # the rest, in file order: every rule
+                main = (int(numbers[i]), int(starts[i]), int(ends[i]), texts[i]) if i < len(texts) else None
+                variant = (
+                    (int(twin_numbers[i]), int(twin_starts[i]), int(twin_ends[i]), twins[i]) if i < len(twins) else None
+                )
+                check_position(main, variant, keys[32 * i : 32 * i + 32])
+    finally:
+        main_rows.close()
+        if variant_rows is not None:
+            variant_rows.close()
+    cross.finish(report)
+    remembered.digests.update({file: hasher.hexdigest() for file, hasher in hashers.items()})
     problems = report.result()
     if variant_report is not None:
+        main_count, variant_count = counts
         if variant_path is not None and variant_count != main_count:
             variant_report.add(
                 "variant_mismatch", variant_count, f"{variant_count} rows, the main dataset file has {main_count}"
@@ -262,13 +557,14 @@ def verify_rag(
     manifest: RepoManifest | None = None,
     limit: int = DEFAULT_LIMIT,
     trusted: dict[Path, list[tuple[int, int]]] | None = None,
+    remembered: Remembered | None = None,
 ) -> list[str]:
     admitted = RAG_ADMITS + (("needs_human_review",) if include_review else ())
-    seen = FirstSeen()
+    cross = _CrossRows("rag")
 
-    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+    def check(line_no: int, row: Row, report: _PlacedReport, is_trusted: bool) -> tuple[Row | None, str | None]:
         if is_trusted:
-            _check_unique(row, line_no, report, seen)
+            cross.unique(row.get("id"), line_no, report)
             return None, None
         category = row.get("source_category")
         if category not in admitted:
@@ -283,16 +579,16 @@ def verify_rag(
             report.add("empty_content", line_no, "content is empty")
         _check_provenance(row.get("provenance"), line_no, report)
         expected = rag_id(title, content) if title is not None and content is not None else None
-        _check_common(row, line_no, report, seen, expected)
+        _check_common(row, line_no, report, cross, expected)
         secret = _check_secret([("title", title), ("content", content)], line_no, report)
         cited = row.get("cited_paths")
         _check_paths(manifest, cited if isinstance(cited, list) else [], line_no, report)
         return None, secret
 
-    return _verify_file(path, limit, check, trusted=trusted)
+    return _verify_file(path, limit, check, cross, trusted=trusted, remembered=remembered)
 
 
-def _messages(row: Row, line_no: int, report: _Report) -> list[dict[str, str]] | None:
+def _messages(row: Row, line_no: int, report: "_Report | _PlacedReport") -> list[dict[str, str]] | None:
     messages = row.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         report.add("empty_content", line_no, "messages is not a list of messages")
@@ -322,13 +618,14 @@ def verify_sft(
     openai_path: Path | None = None,
     limit: int = DEFAULT_LIMIT,
     trusted: dict[Path, list[tuple[int, int]]] | None = None,
+    remembered: Remembered | None = None,
 ) -> list[str]:
     admitted = SFT_ADMITS + (("partially_accepted",) if include_partial else ())
-    seen = FirstSeen()
+    cross = _CrossRows("sft")
 
-    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+    def check(line_no: int, row: Row, report: _PlacedReport, is_trusted: bool) -> tuple[Row | None, str | None]:
         if is_trusted:
-            _check_unique(row, line_no, report, seen)
+            cross.unique(row.get("id"), line_no, report)
             return None, None
         category = row.get("quality_score")
         if category not in admitted:
@@ -337,7 +634,7 @@ def verify_sft(
             report.add("forbidden_category", line_no, f"quality_score {category!r}: {why}")
         messages = _messages(row, line_no, report)
         _check_provenance(row.get("provenance"), line_no, report)
-        _check_common(row, line_no, report, seen, sft_id(messages) if messages else None)
+        _check_common(row, line_no, report, cross, sft_id(messages) if messages else None)
         contents = [(f"messages[{i}]", m.get("content")) for i, m in enumerate(messages or [])]
         secret = _check_secret(contents, line_no, report)
         answers = [m["content"] for m in messages or [] if m.get("role") == "assistant"]
@@ -345,7 +642,7 @@ def verify_sft(
         variant = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]} if messages else None
         return variant, secret
 
-    return _verify_file(path, limit, check, openai_path, _sft_variant_fields, trusted)
+    return _verify_file(path, limit, check, cross, openai_path, _sft_variant_fields, trusted, remembered)
 
 
 def _preference_variant_fields(row: Row) -> list[tuple[str, Any]]:
@@ -366,20 +663,14 @@ def verify_preference(
     openai_path: Path | None = None,
     limit: int = DEFAULT_LIMIT,
     trusted: dict[Path, list[tuple[int, int]]] | None = None,
+    remembered: Remembered | None = None,
 ) -> list[str]:
-    seen = FirstSeen()
-    per_task: dict[Any, int] = {}
+    cross = _CrossRows("preference", max_pairs_per_task)
 
-    def _count_pair(row: Row, line_no: int, report: _Report) -> None:
-        task = row.get("task_id")
-        per_task[task] = per_task.get(task, 0) + 1
-        if per_task[task] == max_pairs_per_task + 1:
-            report.add("too_many_pairs", line_no, f"task {task!r} has more than {max_pairs_per_task} pairs")
-
-    def check(line_no: int, row: Row, report: _Report, is_trusted: bool) -> tuple[Row | None, str | None]:
+    def check(line_no: int, row: Row, report: _PlacedReport, is_trusted: bool) -> tuple[Row | None, str | None]:
         if is_trusted:
-            _check_unique(row, line_no, report, seen)
-            _count_pair(row, line_no, report)
+            cross.unique(row.get("id"), line_no, report)
+            cross.pair(row.get("task_id"), line_no, report)
             return None, None
         prompt, chosen, rejected = _text(row.get("prompt")), _text(row.get("chosen")), _text(row.get("rejected"))
         if row.get("chosen_category") != "accepted":
@@ -405,15 +696,15 @@ def verify_preference(
             report.add("invalid_preference_pairing", line_no, "chosen and rejected are the same text")
         texts = (prompt, chosen, rejected)
         expected = preference_id(*(text_sha256(t.strip()) for t in texts)) if None not in texts else None  # type: ignore[union-attr]
-        _check_common(row, line_no, report, seen, expected)
-        _count_pair(row, line_no, report)
+        _check_common(row, line_no, report, cross, expected)
+        cross.pair(row.get("task_id"), line_no, report)
         secret = _check_secret([("prompt", prompt), ("chosen", chosen), ("rejected", rejected)], line_no, report)
         if chosen is not None:
             _check_paths(manifest, cited_paths(chosen), line_no, report)
         variant = openai_preference_row(prompt, chosen, rejected) if None not in texts else None  # type: ignore[arg-type]
         return variant, secret
 
-    return _verify_file(path, limit, check, openai_path, _preference_variant_fields, trusted)
+    return _verify_file(path, limit, check, cross, openai_path, _preference_variant_fields, trusted, remembered)
 
 
 def verify_dataset(
@@ -425,21 +716,27 @@ def verify_dataset(
     max_pairs_per_task: int = DEFAULT_MAX_PAIRS_PER_TASK,
     limit: int = DEFAULT_LIMIT,
     trusted: dict[Path, list[tuple[int, int]]] | None = None,
+    remembered: Remembered | None = None,
 ) -> list[str]:
     """Violations in a written dataset (and its OpenAI-layout file). Empty means it holds.
 
     ``trusted``: byte ranges per file that are verbatim copies of bytes this check passed
     before (``increments.trusted_ranges``); rows there are held only to the rules that span
-    rows (unique ids, pairs per task). Without it every row is checked.
+    rows (unique ids, pairs per task). ``remembered``: the rows a previous check passed, by
+    their bytes (``verified_rows``): those too, without being parsed. Without either every
+    row is checked.
 
     Pass the options the export ran with: a needs_human_review RAG row is a violation unless
     ``include_review``, a partially_accepted SFT row unless ``include_partial``. Paths are held
-    to the repository manifest when it exists. Memory: one id per row (duplicate detection),
-    and the pair count per task for preference.
+    to the repository manifest when it exists. Memory: ~20 bytes a row for the ids (the pair
+    count per task for preference), and ``remembered``'s table.
     """
     manifest = RepoManifest.load(layout.repo_manifest)
     if dataset == "rag":
-        return verify_rag(layout.rag_file, include_review=include_review, manifest=manifest, limit=limit, trusted=trusted)
+        return verify_rag(
+            layout.rag_file, include_review=include_review, manifest=manifest, limit=limit, trusted=trusted,
+            remembered=remembered,
+        )  # fmt: skip
     if dataset == "sft":
         return verify_sft(
             layout.sft_file,
@@ -448,10 +745,11 @@ def verify_dataset(
             openai_path=layout.sft_openai_file,
             limit=limit,
             trusted=trusted,
+            remembered=remembered,
         )
     if dataset == "preference":
         return verify_preference(
             layout.preference_file, max_pairs_per_task=max_pairs_per_task, manifest=manifest,
-            openai_path=layout.preference_openai_file, limit=limit, trusted=trusted,
+            openai_path=layout.preference_openai_file, limit=limit, trusted=trusted, remembered=remembered,
         )  # fmt: skip
     raise ValueError(f"unknown dataset {dataset!r}")

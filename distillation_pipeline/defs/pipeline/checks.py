@@ -8,8 +8,9 @@ import dagster as dg
 from distillation_pipeline.defs.resources import DistillPaths
 from distillation_pipeline.evidence.state import CollectState
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK
-from distillation_pipeline.exports.increments import files_digest, forget_verified, record_verified, trusted_ranges
+from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
 from distillation_pipeline.exports.parallel_verify import VerifyJob, verify_side_by_side
+from distillation_pipeline.exports.verified_rows import commit_table, forget_table
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.receipt import read_receipt
 from distillation_pipeline.receipts.summary import previous_summary
@@ -98,37 +99,40 @@ def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPath
     layout = paths.layout()
     selected = context.selected_asset_check_keys
     datasets = [d for d in DATASET_ASSET if any(key.asset_key == dg.AssetKey(DATASET_ASSET[d]) for key in selected)]
-    # sha256 of what is about to be read: the trusted ranges are judged on it, and a pass is
-    # recorded only if the files still hash the same after the check (record_verified)
     files = {dataset: [layout.dataset_file(dataset), *VARIANT_FILES[dataset](layout)] for dataset in datasets}
-    before = {dataset: files_digest(files[dataset]) for dataset in datasets}
     jobs = {}
     for dataset in datasets:
         options = _export_options(layout, context.run.run_id, dataset)
         export_options = {key: value for key, value in options.items() if key != "dry_run"}
-        # Rows the exporter copied verbatim from files this check passed before are held only to
-        # the rules that span rows; every other row gets every rule (exports/increments.py).
+        # Rows the check passed before, found again by the sha256 of their bytes (with their
+        # twin's), are held only to the rules that span rows, without being parsed; every
+        # other row gets every rule (exports/verified_rows.py).
         jobs[dataset] = VerifyJob(
             root=str(layout.root),
             dataset=dataset,
             include_review=bool(options.get("include_review", False)),
             include_partial=bool(options.get("include_partial", False)),
             max_pairs_per_task=int(options.get("max_pairs_per_task", DEFAULT_MAX_PAIRS_PER_TASK)),
-            trusted={
-                str(path): ranges
-                for path, ranges in trusted_ranges(layout, dataset, export_options, known=before[dataset]).items()
-            },
             export_options=export_options,
             dry_run=bool(options.get("dry_run")),
         )
-    violations = verify_side_by_side(list(jobs.values()))
+    outcomes = verify_side_by_side(list(jobs.values()))
     for dataset in datasets:
-        job, found = jobs[dataset], violations[dataset]
+        job, outcome = jobs[dataset], outcomes[dataset]
+        found = outcome.violations
+        # sha256 of exactly the bytes the check read (hashed as it read them): a pass is
+        # recorded only if the files still hash the same after the check (record_verified)
+        read = {path: outcome.digests[str(path)] for path in files[dataset] if str(path) in outcome.digests}
+        # the bytes the export copied from files this check passed (metadata, as before)
+        trusted = trusted_ranges(layout, dataset, job.export_options, known=read)
+        trusted_bytes = sum(end - start for ranges in trusted.values() for start, end in ranges)
         if found or job.dry_run:
             forget_verified(layout, dataset)
+            forget_table(layout, dataset, outcome.table)
+        elif record_verified(layout, dataset, job.export_options, files[dataset], read):
+            commit_table(layout, dataset, outcome.table)
         else:
-            record_verified(layout, dataset, job.export_options, files[dataset], before[dataset])
-        trusted_bytes = sum(end - start for ranges in job.trusted.values() for start, end in ranges)
+            forget_table(layout, dataset, outcome.table)
         for result in _results(dataset, found, trusted_bytes):
             if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:  # type: ignore[arg-type]
                 yield result
