@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillation_pipeline.exports.verified_rows import TableBuilder, VerifiedRows, binding, table_path
+from distillation_pipeline.exports.increments import forget_verified, record_verified
+from distillation_pipeline.exports.verified_rows import (
+    TableBuilder,
+    VerifiedRows,
+    binding,
+    commit_table,
+    forget_table,
+    table_path,
+)
 from distillation_pipeline.exports.verify import Remembered, verify_dataset
 from distillation_pipeline.lib.layout import Layout
 
@@ -85,6 +93,20 @@ def run_job(job: VerifyJob) -> VerifyOutcome:
         table=written,
         rows_known=remembered.rows_known,
     )
+
+
+def keep_outcome(layout: Layout, job: VerifyJob, outcome: VerifyOutcome, files: list[Path]) -> bool:
+    """After a check: a pass is recorded (``increments.record_verified``) for exactly the bytes
+    it read, and its row table put in place; anything else forgets both. Returns whether a
+    pass was recorded."""
+    read = {path: outcome.digests[str(path)] for path in files if str(path) in outcome.digests}
+    if not outcome.violations and not job.dry_run and record_verified(layout, job.dataset, job.export_options, files, read):
+        commit_table(layout, job.dataset, outcome.table)
+        return True
+    if outcome.violations or job.dry_run:
+        forget_verified(layout, job.dataset)  # (record_verified forgets on its own when it refuses)
+    forget_table(layout, job.dataset, outcome.table)
+    return False
 
 
 def verify_side_by_side(jobs: list[VerifyJob]) -> dict[str, VerifyOutcome]:

@@ -8,9 +8,8 @@ import dagster as dg
 from distillation_pipeline.defs.resources import DistillPaths
 from distillation_pipeline.evidence.state import CollectState
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK
-from distillation_pipeline.exports.increments import forget_verified, record_verified, trusted_ranges
-from distillation_pipeline.exports.parallel_verify import VerifyJob, verify_side_by_side
-from distillation_pipeline.exports.verified_rows import commit_table, forget_table
+from distillation_pipeline.exports.increments import trusted_ranges
+from distillation_pipeline.exports.parallel_verify import VerifyJob, keep_outcome, verify_side_by_side
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.receipt import read_receipt
 from distillation_pipeline.receipts.summary import previous_summary
@@ -120,19 +119,13 @@ def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPath
     for dataset in datasets:
         job, outcome = jobs[dataset], outcomes[dataset]
         found = outcome.violations
-        # sha256 of exactly the bytes the check read (hashed as it read them): a pass is
-        # recorded only if the files still hash the same after the check (record_verified)
+        # sha256 of exactly the bytes the check read (hashed as it read them): the bytes the
+        # export copied from files this check passed are judged on it (metadata, as before),
+        # and a pass is recorded only if the files still hash the same after the check
         read = {path: outcome.digests[str(path)] for path in files[dataset] if str(path) in outcome.digests}
-        # the bytes the export copied from files this check passed (metadata, as before)
         trusted = trusted_ranges(layout, dataset, job.export_options, known=read)
         trusted_bytes = sum(end - start for ranges in trusted.values() for start, end in ranges)
-        if found or job.dry_run:
-            forget_verified(layout, dataset)
-            forget_table(layout, dataset, outcome.table)
-        elif record_verified(layout, dataset, job.export_options, files[dataset], read):
-            commit_table(layout, dataset, outcome.table)
-        else:
-            forget_table(layout, dataset, outcome.table)
+        keep_outcome(layout, job, outcome, files[dataset])
         for result in _results(dataset, found, trusted_bytes):
             if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:  # type: ignore[arg-type]
                 yield result
