@@ -332,17 +332,45 @@ def test_a_same_size_edit_with_the_mtime_put_back_is_seen(tmp_path: Path) -> Non
 
 
 def test_a_file_that_changed_while_it_was_checked_is_not_vouched_for(tmp_path: Path) -> None:
-    from distillation_pipeline.exports.increments import _verified, files_digest, record_verified
+    from distillation_pipeline.exports.increments import _check_passed, files_digest, record_verified
 
     layout = substrate(tmp_path / "root")
     export_all(layout)
     before = files_digest([layout.rag_file])
     with open(layout.rag_file, "ab") as handle:  # written while the check was reading
         handle.write(b"{}\n")
+    now = files_digest([layout.rag_file])
+    named = {layout.relative(layout.rag_file): now[layout.rag_file]}
     assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], before) is False
-    assert not _verified(layout, "rag", {"include_review": False})
-    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], files_digest([layout.rag_file]))
-    assert _verified(layout, "rag", {"include_review": False})
+    assert not _check_passed(layout, "rag", {"include_review": False}, named)
+    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], now)
+    assert _check_passed(layout, "rag", {"include_review": False}, named)
+    assert not _check_passed(layout, "rag", {"include_review": False}, {layout.relative(layout.rag_file): "0" * 64})
+
+
+def test_copies_from_an_output_whose_bytes_are_not_the_recorded_ones_fail_the_export(tmp_path: Path) -> None:
+    """Trust in copied bytes rests on the bytes: even with a digest cache that vouches for an
+    edited output (forged here), the copy is proven against its sha256 and refused."""
+    import pytest
+
+    from distillation_pipeline.exports.increments import StaleOutput
+    from distillation_pipeline.lib.digests import remember_digests
+    from distillation_pipeline.lib.hashing import file_sha256
+
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    recorded = file_sha256(layout.rag_file)
+    text = layout.rag_file.read_bytes()
+    edited = text.replace(b'"source_category":"accepted"', b'"source_category":"rejected"', 1)
+    assert len(edited) == len(text) and edited != text
+    layout.rag_file.write_bytes(edited)
+    remember_digests(layout, {layout.rag_file: recorded})  # the cache now lies about the bytes
+    write_runs(layout, runs_for_day(3, 2, "new"))
+    with pytest.raises(StaleOutput):
+        export_all(layout)
+    assert layout.rag_file.read_bytes() == edited  # the previous outputs stay as they were
+    export_all(layout)  # the state was dropped: everything is read again
+    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
 
 
 def counts(result: ExportResult) -> dict:

@@ -74,8 +74,9 @@ class PartitionRecord:
     ranges: list[list[int]]  # per output file of the dataset: [start, end) of this partition's bytes
     counts: dict[str, Any]
     events: list[Any] = field(default_factory=list)
-    # per output file: the bytes of this partition copied this run from a previous output that
-    # the firewall check had verified ([] if none): the check need not rescan them
+    # per output file: the bytes of this partition copied this run from a previous output ([]
+    # if none); if the header says those outputs had passed the firewall check
+    # (``copied_verified``), the check need not rescan them
     copied: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -212,6 +213,61 @@ def _expected_header(layout: Layout, dataset: str, options: dict[str, Any], code
     return {"version": STATE_VERSION, "dataset": dataset, "options": options, "manifest": manifest, "code": code}
 
 
+class StaleOutput(RuntimeError):
+    """A previous output's bytes are not the ones the export state names (edited behind the
+    exporter's back without changing its size, mtime or ctime): nothing copied can stand."""
+
+
+class OldOutput:
+    """A previous output, read once front to back: copies are served from it in order and its
+    sha256 is taken on the way, so what was copied is proven against the bytes, not file
+    metadata, without a second read (``StateReader.confirm``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.used = False
+        self._cursor = 0
+        self._in_order = True
+        self._digest = hashlib.sha256()
+        self._handle: Any = None
+
+    def copy(self, start: int, end: int, sink: Any) -> None:
+        self.used = True
+        if start < self._cursor:  # out of order: copied directly, hashed whole at the end
+            self._in_order = False
+            copy_range(self.path, start, end, sink)
+            return
+        self._advance(start, None)
+        self._advance(end, sink)
+
+    def _advance(self, until: int | None, sink: Any) -> None:
+        if self._handle is None:
+            self._handle = open(self.path, "rb")
+        fd = self._handle.fileno()
+        while until is None or self._cursor < until:
+            want = 1 << 22 if until is None else min(until - self._cursor, 1 << 22)
+            chunk = os.pread(fd, want, self._cursor)
+            if not chunk:
+                if until is None:
+                    return
+                raise StaleOutput(f"{self.path} is shorter than its recorded range")
+            self._digest.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
+            self._cursor += len(chunk)
+
+    def sha256(self) -> str:
+        """The file's sha256, from its bytes (the rest is read now)."""
+        try:
+            if not self._in_order:
+                return file_sha256(self.path)
+            self._advance(None, None)
+            return self._digest.hexdigest()
+        finally:
+            if self._handle is not None:
+                self._handle.close()
+
+
 class StateReader:
     """The previous run's records of one dataset, read in partition order as the pass needs them."""
 
@@ -220,7 +276,8 @@ class StateReader:
         self._next: PartitionRecord | None = None
         self.old_outputs: list[Path] = outputs
         self.valid = False
-        self.verified = False
+        self._claimed = False
+        self._old: dict[Path, OldOutput] = {}
         header = _load_header(layout, dataset)
         # no state, or one recorded under other options, manifest or code: read everything
         if header is None or any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, code).items()):
@@ -234,10 +291,27 @@ class StateReader:
             return  # the previous outputs or the state are not what the header names
         self.valid = True
         self._layout, self._dataset, self._sides = layout, dataset, header.get("side_sha256") or {}
-        # Bytes copied from outputs the firewall check verified may skip its rescan next time.
-        self.verified = _verified(layout, dataset, options)
+        self._recorded = {path: recorded_outputs.get(layout.relative(path)) for path in outputs}
+        self._old = {path: OldOutput(path) for path in outputs}
+        # Bytes copied from outputs the firewall check passed may skip its rescan next time:
+        # claimed here when the check's marker names the very bytes this state names, proven
+        # by ``confirm`` from the bytes the copies read.
+        self._claimed = _check_passed(layout, dataset, options, recorded_outputs)
         self._records = _read_records(parts)
         self._next = next(self._records, None)
+
+    def copy(self, path: Path, start: int, end: int, sink: Any) -> None:
+        """Copy bytes [start, end) of the previous output ``path`` (in order, per file)."""
+        self._old[path].copy(start, end, sink)
+
+    def confirm(self) -> bool:
+        """After the pass: every previous output copied from was exactly the bytes the state
+        names (else ``StaleOutput``). Returns whether the copies come from files the firewall
+        check passed, so the next check may trust them."""
+        for path, old in self._old.items():
+            if old.used and old.sha256() != self._recorded[path]:
+                raise StaleOutput(f"{path} changed behind the exporter's back; its next run reads everything")
+        return self._claimed
 
     def side_file(self, name: str) -> Path | None:
         """A file the dataset kept beside its partition records (``StateWriter.side_file``), if
@@ -300,7 +374,7 @@ class StateWriter:
         self._digest.update(data)
         self._handle.write(data)
 
-    def commit(self, output_digests: dict[Path, str]) -> None:
+    def commit(self, output_digests: dict[Path, str], copied_verified: bool = False) -> None:
         """Parts file, then the header naming its sha256 and the outputs': a crash in between is caught."""
         self._writer.__exit__(None, None, None)
         parts = _parts_path(self._layout, self._dataset)
@@ -316,6 +390,7 @@ class StateWriter:
             "side_sha256": sides,
             "outputs": {self._layout.relative(path): digest for path, digest in output_digests.items()},
             "output_order": [self._layout.relative(path) for path in output_digests],
+            "copied_verified": copied_verified,  # the ``copied`` ranges come from checked files
         }
         atomic_write_bytes(_header_path(self._layout, self._dataset), orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
 
@@ -383,8 +458,9 @@ def forget_verified(layout: Layout, dataset: str) -> None:
     _verified_path(layout, dataset).unlink(missing_ok=True)
 
 
-def _verified(layout: Layout, dataset: str, options: dict[str, Any]) -> bool:
-    """Did the firewall check pass on exactly the current files of this dataset, under these options?"""
+def _check_passed(layout: Layout, dataset: str, options: dict[str, Any], outputs: dict[str, str]) -> bool:
+    """Did the firewall check pass, under these options and code, on exactly the bytes these
+    outputs' sha256 name? (Whether the files still hold them is proven from their bytes.)"""
     try:
         marker = orjson.loads(_verified_path(layout, dataset).read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -392,8 +468,7 @@ def _verified(layout: Layout, dataset: str, options: dict[str, Any]) -> bool:
     if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in _expected_header(layout, dataset, options, code_digest()).items()):
         return False
     files = marker.get("files") or {}
-    current = files_digest([layout.root / rel for rel in files])
-    return bool(files) and all(current.get(layout.root / rel) == digest for rel, digest in files.items())
+    return bool(files) and all(outputs.get(rel) == digest for rel, digest in files.items())
 
 
 def trusted_ranges(
@@ -408,6 +483,8 @@ def trusted_ranges(
     header = _load_header(layout, dataset)
     # The same code digest also covers verify.py: bytes verified under other rules are not trusted.
     if header is None or any(header.get(k) != v for k, v in _expected_header(layout, dataset, options, code_digest()).items()):
+        return {}
+    if header.get("copied_verified") is not True:  # copied from files no check had passed
         return {}
     order = [layout.root / rel for rel in header.get("output_order", [])]
     known = known or {}

@@ -120,7 +120,8 @@ class Participant:
     def can_reuse(self, record: PartitionRecord) -> bool:
         raise NotImplementedError
 
-    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
+    def reuse(self, record: PartitionRecord, previous: StateReader) -> None:
+        """Take the partition's recorded prefix: its output bytes copied (``previous.copy``)."""
         raise NotImplementedError
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
@@ -181,6 +182,9 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
                         writers[participant].add(record)
             for participant in participants:
                 participant.finish()
+            # Before the outputs replace the previous ones: every copy is proven against the
+            # bytes the state names (``StaleOutput`` otherwise, and the previous outputs stay).
+            copied_verified = {p: state.confirm() for p, state in previous.items() if state.valid}
     except BaseException:
         for writer in writers.values():
             writer.abandon()
@@ -197,7 +201,7 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
             s.sha256, s.bytes = digests[s.path], written[s.path].size
         remember_stats(layout, stats)
         for participant, writer in writers.items():
-            writer.commit({path: digests[path] for path in participant.outputs})
+            writer.commit({path: digests[path] for path in participant.outputs}, copied_verified.get(participant, False))
     return {participant.result.dataset: participant.result for participant in participants}
 
 
@@ -261,7 +265,7 @@ class _Pass:
             if record is None or not self.prefixes.holds(source, record) or not participant.can_reuse(record):
                 participant.not_reused(source.relative)
                 continue
-            participant.reuse(record, state.old_outputs, state.verified)  # type: ignore[union-attr]
+            participant.reuse(record, state)  # type: ignore[arg-type]
             covered[participant] = (record.positions, record.evidence_bytes, record.scored_bytes)
             self.reused[participant] = self.reused.get(participant, 0) + record.positions
         return covered

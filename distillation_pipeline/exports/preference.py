@@ -50,7 +50,6 @@ from distillation_pipeline.exports.increments import (
     StateReader,
     StateWriter,
     add_counts,
-    copy_range,
     counts_delta,
     counts_of,
 )
@@ -130,6 +129,7 @@ class PreferenceExport(Participant):
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
         self._layout = layout
         self._old_tasks: Path | None = None  # the previous run's pass 2 per task, if usable
+        self._previous: StateReader | None = None
         self._tasks_out: IO[bytes] | None = None
         self._reused: set[str] = set()  # partitions whose prefix came from the previous run
         self._sources: dict[str, Any] = {}
@@ -168,6 +168,7 @@ class PreferenceExport(Participant):
 
     def attach_state(self, previous: StateReader | None, writer: StateWriter | None, current: set[str]) -> None:
         self._old_tasks = previous.side_file(TASKS_STATE) if previous is not None else None
+        self._previous = previous
         self._tasks_out = writer.side_file(TASKS_STATE) if writer is not None else None
 
     def finish(self) -> None:
@@ -176,7 +177,7 @@ class PreferenceExport(Participant):
         seen_ids: set[str] = set()
         sinks = [self._rows, self._openai, self._quarantine_sink]
         old = _OldTasks(self._old_tasks) if self._old_tasks is not None else None
-        copier = _RangeCopier(self.outputs, sinks)  # the previous outputs: replaced only after the pass
+        copier = _RangeCopier(self.outputs, sinks, self._previous)  # previous outputs: replaced after the pass
         if old is not None:
             copier.start_at(2, old.quarantine_pass2_start)
         self._record(orjson.dumps({"quarantine_pass2_start": self._quarantine_sink.size}) + b"\n")
@@ -249,12 +250,11 @@ class PreferenceExport(Participant):
         # themselves wait in the previous run's per-task file, so without it nothing is reused.
         return self._old_tasks is not None
 
-    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
+    def reuse(self, record: PartitionRecord, previous: StateReader) -> None:
         # The partition's run refusals (quarantine) are copied; its runs' refs are in the
-        # per-task file (``finish``). Copied pairs are not marked trusted (``verified``): the
-        # check re-reads the pair files.
+        # per-task file (``finish``). Copied pairs are not marked trusted (no ``copied``).
         (start, end), = record.ranges
-        copy_range(previous_outputs[2], start, end, self._quarantine_sink)
+        previous.copy(self.outputs[2], start, end, self._quarantine_sink)
         self._reused.add(record.relative)
         add_counts(self.result, record.counts)
 
@@ -321,8 +321,8 @@ def _merge_tasks(
 class _RangeCopier:
     """Copies runs of kept bytes from the previous outputs, adjacent ranges as one copy."""
 
-    def __init__(self, sources: list[Path], sinks: list[HashingSink]) -> None:
-        self._sources, self._sinks = sources, sinks
+    def __init__(self, sources: list[Path], sinks: list[HashingSink], previous: StateReader | None) -> None:
+        self._sources, self._sinks, self._previous = sources, sinks, previous
         self._cursor = [0] * len(sources)  # where the next kept task's bytes start, per output
         self._pending: list[list[int] | None] = [None] * len(sources)
 
@@ -351,7 +351,8 @@ class _RangeCopier:
     def _flush_one(self, output: int) -> None:
         pending = self._pending[output]
         if pending is not None and pending[1] > pending[0]:
-            copy_range(self._sources[output], pending[0], pending[1], self._sinks[output])
+            assert self._previous is not None  # ranges are only kept from a previous run
+            self._previous.copy(self._sources[output], pending[0], pending[1], self._sinks[output])
         self._pending[output] = None
 
 

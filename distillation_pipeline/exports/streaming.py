@@ -27,7 +27,6 @@ from distillation_pipeline.exports.increments import (
     StateReader,
     StateWriter,
     add_counts,
-    copy_range,
 )
 from distillation_pipeline.exports.onepass import HashingSink, Participant
 from distillation_pipeline.exports.paths import RepoManifest, cited_paths
@@ -218,11 +217,11 @@ class RowExport(Participant):
         if self._table is not None:
             self._dirty.update(self._table.strike(relative))
 
-    def reuse(self, record: PartitionRecord, previous_outputs: list[Path], verified: bool) -> None:
-        for path, (start, end), sink in zip(previous_outputs, record.ranges, self._sinks, strict=True):
+    def reuse(self, record: PartitionRecord, previous: StateReader) -> None:
+        for path, (start, end), sink in zip(self.outputs, record.ranges, self._sinks, strict=True):
             begin = sink.size
-            copy_range(path, start, end, sink)
-            self._copied.append([begin, sink.size] if verified else [])
+            previous.copy(path, start, end, sink)
+            self._copied.append([begin, sink.size])
         add_counts(self.result, record.counts)
 
     def end_partition(self, relative: str, window: FileWindow) -> PartitionRecord:
