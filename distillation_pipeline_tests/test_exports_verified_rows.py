@@ -177,6 +177,10 @@ def test_a_failed_or_dry_check_keeps_no_table(tmp_path: Path) -> None:
     assert outcome.violations == [] and outcome.table is None
     assert not table_path(layout, "sft").exists()
     assert not list(layout.export_state_dir.glob(".*verified_rows*"))  # no temporary left behind
+    orphan = layout.export_state_dir / ".sft.verified_rows.12345.npz"  # from a check that died
+    orphan.write_bytes(b"")
+    assert check(layout, "sft").violations == [] and table_path(layout, "sft").is_file()
+    assert not orphan.exists()
 
 
 # --- the rules that span rows still see every row -------------------------------------------------

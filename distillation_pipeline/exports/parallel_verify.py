@@ -100,6 +100,9 @@ def keep_outcome(layout: Layout, job: VerifyJob, outcome: VerifyOutcome, files: 
     it read, and its row table put in place; anything else forgets both. Returns whether a
     pass was recorded."""
     read = {path: outcome.digests[str(path)] for path in files if str(path) in outcome.digests}
+    for left in table_path(layout, job.dataset).parent.glob(f".{job.dataset}.verified_rows.*.npz"):
+        if str(left) != outcome.table:  # a table a check that died before this point wrote
+            left.unlink(missing_ok=True)
     if not outcome.violations and not job.dry_run and record_verified(layout, job.dataset, job.export_options, files, read):
         commit_table(layout, job.dataset, outcome.table)
         return True
