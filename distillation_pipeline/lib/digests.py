@@ -9,6 +9,7 @@ call can put back), so a stale digest is not served.
 """
 
 import os
+import stat as stat_module
 from pathlib import Path
 
 import orjson
@@ -95,6 +96,73 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
             stored[rel] = [*key[1:], digest]
             changed = True
         result[path] = digest
+    if changed and persist:
+        _store(layout, stored)
+    return result
+
+
+def _relative_and_stat(
+    layout: Layout, path: Path, real_dirs: dict[str, str], root_prefix: str
+) -> tuple[str, os.stat_result] | None:
+    """``(layout.relative(path), os.stat(path))`` for a regular file, None if there is none.
+
+    ``layout.relative`` resolves the whole path (a realpath: one lstat per component) for every
+    file; here a file that is not itself a symlink is its directory's realpath plus its name,
+    and ``real_dirs`` remembers each directory's realpath for the caller's one batch of files.
+    Anything unusual (a symlink, a relative path, a path outside the root) takes
+    ``layout.relative``, so the result is the same string.
+    """
+    text = os.fspath(path)
+    try:
+        stat = os.lstat(text)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    head, name = os.path.split(text)
+    if stat_module.S_ISLNK(stat.st_mode) or not os.path.isabs(text) or name in ("", ".", ".."):
+        try:
+            stat = os.stat(text)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (layout.relative(path), stat) if stat_module.S_ISREG(stat.st_mode) else None
+    if not stat_module.S_ISREG(stat.st_mode):
+        return None
+    real_head = real_dirs.get(head)
+    if real_head is None:
+        real_head = real_dirs[head] = os.path.realpath(head)
+    full = f"{real_head.rstrip('/')}/{name}"
+    if full.startswith(root_prefix):
+        return full[len(root_prefix) :], stat
+    return layout.relative(path), stat
+
+
+def file_entries(layout: Layout, paths: list[Path], *, persist: bool = True) -> dict[Path, tuple[str, int, str]]:
+    """``(relative path, size, sha256)`` for each regular file in ``paths`` (missing ones and
+    anything that is not a regular file are left out), in the order given: what a receipt
+    lists. One stat per file; the sha256 comes from the same cache as ``file_digests`` (keyed
+    by that stat), else from the bytes."""
+    stored = _load(layout)
+    changed = False
+    result: dict[Path, tuple[str, int, str]] = {}
+    real_dirs: dict[str, str] = {}
+    root_prefix = f"{str(layout.root).rstrip('/')}/"
+    for path in paths:
+        found = _relative_and_stat(layout, path, real_dirs, root_prefix)
+        if found is None:
+            continue
+        rel, stat = found
+        key = _key(rel, stat)
+        digest = _MEMORY.get(key)
+        if digest is None:
+            entry = stored.get(rel)
+            if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
+                digest = entry[-1]
+            else:
+                digest = file_sha256(path)
+        _MEMORY[key] = digest
+        if stored.get(rel) != [*key[1:], digest]:
+            stored[rel] = [*key[1:], digest]
+            changed = True
+        result[path] = (rel, stat.st_size, digest)
     if changed and persist:
         _store(layout, stored)
     return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillation_pipeline.lib.atomic import atomic_write_bytes
-from distillation_pipeline.lib.digests import file_digests
+from distillation_pipeline.lib.digests import file_entries
 from distillation_pipeline.lib.hashing import aggregate_hash
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import FileDigest, RecordCounts, StageReceipt, Validation
@@ -33,13 +33,10 @@ def git_sha() -> str:
 
 
 def digest_files(layout: Layout, paths: Iterable[Path]) -> list[FileDigest]:
-    files = [path for path in sorted(set(paths)) if path.is_file()]
-    hashes = file_digests(layout, files)
-    return [
-        FileDigest(path=layout.relative(path), sha256=hashes[path], bytes=path.stat().st_size)
-        for path in files
-        if path in hashes
-    ]
+    """The regular files among ``paths``, sorted, with their sha256 and size (one stat each;
+    digests of files unchanged since they were last hashed come from ``lib/digests.py``)."""
+    entries = file_entries(layout, sorted(set(paths)))
+    return [FileDigest(path=rel, sha256=digest, bytes=size) for rel, size, digest in entries.values()]
 
 
 def build_receipt(
