@@ -10,9 +10,13 @@ did not pass. The files in ``exports/`` then still hold the previous good run's 
 summary says which stages did not run, why, and that the datasets on disk were not refreshed.
 """
 
+import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import orjson
 
 from distillation_pipeline.exports.card import write_dataset_card
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_write_text
@@ -51,20 +55,104 @@ def load_summary(layout: Layout, run_id: str) -> RunSummary:
 
 
 def previous_summary(layout: Layout, run_id: str) -> RunSummary | None:
-    """The most recent other run with a summary: drift's baseline, found without being told."""
-    best: RunSummary | None = None
+    """The most recent other run with a summary: drift's baseline, found without being told.
+
+    The most recent valid summary by (finished_at, run_id), the first found among equals; a
+    damaged summary is not a baseline (`distill read` reports it). Summaries are ordered by
+    their first lines (``_summary_header``) and only the best is validated whole, so the cost
+    does not grow with the size of every past run's summary; whatever does not read the way
+    this module writes it is validated whole, as before.
+    """
     if not layout.runs_dir.exists():
         return None
+    ranked: list[tuple[tuple[datetime, str], int, Path, RunSummary | None]] = []
+    for index, path in enumerate(layout.runs_dir.glob("*/summary.json")):
+        if path.parent.name == run_id:
+            continue
+        header = _summary_header(path)
+        if header is not None:
+            ranked.append((header, index, path, None))
+            continue
+        candidate = _valid_summary(path)
+        if candidate is not None:
+            ranked.append(((candidate.finished_at, candidate.run_id), index, path, candidate))
+    # best first; among equal keys the first found (the scan kept the first it saw)
+    ranked.sort(key=lambda item: (item[0], -item[1]), reverse=True)
+    for key, _, path, candidate in ranked:
+        candidate = candidate or _valid_summary(path)
+        if candidate is None:
+            continue  # a damaged summary is not a baseline; `distill read` reports it
+        if (candidate.finished_at, candidate.run_id) != key:
+            return _previous_summary_scan(layout, run_id)  # the header said otherwise: no shortcut
+        return candidate
+    return None
+
+
+def _previous_summary_scan(layout: Layout, run_id: str) -> RunSummary | None:
+    """Every other summary validated whole: the plain rule ``previous_summary`` shortcuts."""
+    best: RunSummary | None = None
     for path in layout.runs_dir.glob("*/summary.json"):
         if path.parent.name == run_id:
             continue
-        try:
-            candidate = RunSummary.model_validate_json(path.read_bytes())
-        except ValueError:
-            continue  # a damaged summary is not a baseline; `distill read` reports it
+        candidate = _valid_summary(path)
+        if candidate is None:
+            continue
         if best is None or (candidate.finished_at, candidate.run_id) > (best.finished_at, best.run_id):
             best = candidate
     return best
+
+
+# The top of a summary.json as ``finalize_run`` writes it (pydantic, indent=2): the two fields
+# that order runs, in a form ``datetime.fromisoformat`` reads exactly as pydantic does.
+_HEADER = re.compile(
+    rb'\A\{\n  "schema_version": 1,\n  "run_id": ("(?:[^"\\\n]|\\.)*"),\n'
+    rb'  "started_at": "[^"\n]*",\n'
+    rb'  "finished_at": "(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d))",\n'
+)
+_HEADER_BYTES = 4096
+
+
+def _summary_header(path: Path) -> tuple[datetime, str] | None:
+    """(finished_at, run_id) from the first lines of a summary, or None if they do not read
+    the way this module writes them (the caller then validates the file whole)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+        match = _HEADER.match(head)
+        if match is None:
+            return None
+        run_id = orjson.loads(match.group(1))
+        finished_at = datetime.fromisoformat(match.group(2).decode().replace("Z", "+00:00"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(run_id, str) or finished_at.tzinfo is None:
+        return None
+    return finished_at, run_id
+
+
+# Validated summaries by path and stat (size, mtime, inode, ctime): the run_summary asset and
+# each soft check ask for the same baseline in one process. Summaries are replaced, not edited
+# (a new inode), and an in-place edit moves the ctime, so a changed file is validated again.
+_VALIDATED: dict[str, tuple[tuple[int, int, int, int], RunSummary | None]] = {}
+
+
+def _valid_summary(path: Path) -> RunSummary | None:
+    try:
+        stat = os.stat(path)
+        key = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+        known = _VALIDATED.get(str(path))
+        if known is not None and known[0] == key:
+            return known[1]
+        data = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        summary: RunSummary | None = RunSummary.model_validate_json(data)
+    except ValueError:
+        summary = None  # a damaged summary is not a baseline; `distill read` reports it
+    if len(data) == key[0]:
+        _VALIDATED[str(path)] = (key, summary)
+    return summary
 
 
 def latest_run_id(layout: Layout) -> str | None:
