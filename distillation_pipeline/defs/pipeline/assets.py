@@ -386,8 +386,8 @@ DATASET_ASSETS = [datasets]
     ],
 )
 def run_summary(context: dg.AssetExecutionContext, paths: DistillPaths, options: RunOptions) -> dg.MaterializeResult:
+    from distillation_pipeline.receipts.replay_metrics import replay_loop_metrics
     from distillation_pipeline.receipts.summary import finalize_run
-    from distillation_pipeline.replay.metrics import loop_metrics
 
     layout = paths.layout()
     if options.dry_run:
@@ -395,8 +395,10 @@ def run_summary(context: dg.AssetExecutionContext, paths: DistillPaths, options:
             metadata={"dry_run": True},
             check_results=[dg.AssetCheckResult(check_name="drift", passed=True, description="dry run: no drift computed")],
         )
-    replay = loop_metrics(layout)
     with stage_lock(layout):
+        # replay.metrics.loop_metrics, reading only lines appended to the replay log since the
+        # last run (its state is under data/_state/, written under the root lock)
+        replay = replay_loop_metrics(layout)
         finalized = finalize_run(layout, context.run_id, replay_metrics=replay)
     summary, drift = finalized.summary, finalized.drift
     severity = {"ok": None, "warn": dg.AssetCheckSeverity.WARN, "alert": dg.AssetCheckSeverity.ERROR}[drift.severity]
