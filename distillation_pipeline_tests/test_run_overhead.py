@@ -244,3 +244,35 @@ def test_replay_metrics_in_a_dry_run_or_without_a_state_dir_write_nothing(tmp_pa
     assert replay_loop_metrics(layout, persist=False) == loop_metrics(layout)
     assert not state_path(layout).exists()
 
+
+# --- start-up: the command loads only the pipeline topic ------------------------------------------
+
+
+def test_distill_runs_the_pipeline_job_the_ui_loads():
+    from distillation_pipeline.definitions import defs
+    from distillation_pipeline.defs.execute import pipeline_definitions
+    from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
+
+    ui, cli = defs.resolve_job_def(PIPELINE_JOB_NAME), pipeline_definitions().resolve_job_def(PIPELINE_JOB_NAME)
+    ui_snap, cli_snap = ui.get_job_snapshot(), cli.get_job_snapshot()
+    assert cli_snap.dep_structure_snapshot == ui_snap.dep_structure_snapshot
+    assert cli_snap.node_defs_snapshot == ui_snap.node_defs_snapshot
+    assert cli_snap.tags == ui_snap.tags
+    assert cli.asset_layer.executable_asset_keys == ui.asset_layer.executable_asset_keys
+    assert cli.asset_layer.asset_graph.asset_check_keys == ui.asset_layer.asset_graph.asset_check_keys
+    # the same resources for what the job runs; the UI's job also carries replay's model
+    # endpoints, which no pipeline step takes
+    assert set(cli.resource_defs) == {"paths", "options", "io_manager"}
+    assert {key: type(cli.resource_defs[key]) for key in ("paths", "options")} == {
+        key: type(ui.resource_defs[key]) for key in ("paths", "options")
+    }
+    assert set(ui.resource_defs) - set(cli.resource_defs) == {"local_model", "escalation_model"}
+
+
+def test_replay_command_defaults_are_the_replay_runtimes():
+    from distillation_pipeline import cli_replay
+    from distillation_pipeline.replay import retrieval, runner
+
+    assert cli_replay.MODES == retrieval.MODES
+    assert (cli_replay.DEFAULT_TOP_K, cli_replay.DEFAULT_MAX_TOKENS) == (runner.DEFAULT_TOP_K, runner.DEFAULT_MAX_TOKENS)
+
