@@ -5,6 +5,7 @@ Exit codes (spec section 9): 0 the run passed validation; 1 it ran but failed va
 """
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -266,7 +267,33 @@ def cmd_health(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _load_pipeline() -> None:
+    """Import Dagster and the pipeline definitions now, then move every object that exists
+    (modules, classes, the definitions: ~200k objects) out of the garbage collector's sight:
+    they live as long as the process, and each full collection during the run re-scanned them
+    (~0.13 s each)."""
+    from distillation_pipeline.defs.execute import PIPELINE_JOB_NAME, pipeline_definitions
+
+    pipeline_definitions().resolve_job_def(PIPELINE_JOB_NAME)
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # ``argv`` None: this is the process's own command (``distill``, ``python -m``), which ends
+    # when this returns. Only then may it tune the process's garbage collector.
+    program = argv is None
+    try:
+        return _main(argv, program)
+    finally:
+        if program:
+            # At exit the interpreter runs several full collections while it tears modules
+            # down (~0.8 s of CPU after a run, for objects that are freed by reference counts
+            # anyway): frozen objects are not scanned. Nothing is left to collect that matters:
+            # every output was written, committed and closed before this point.
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None, program: bool) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -282,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from distillation_pipeline.lib.locks import RootBusy
 
     try:
+        if program and handler in (cmd_stage, cmd_run_all):
+            _load_pipeline()
         return handler(args)
     except (UsageError, RootBusy) as exc:
         print(f"distill: error: {exc}", file=sys.stderr)

@@ -276,3 +276,18 @@ def test_replay_command_defaults_are_the_replay_runtimes():
     assert cli_replay.MODES == retrieval.MODES
     assert (cli_replay.DEFAULT_TOP_K, cli_replay.DEFAULT_MAX_TOKENS) == (runner.DEFAULT_TOP_K, runner.DEFAULT_MAX_TOKENS)
 
+
+def test_only_the_process_own_command_freezes_the_garbage_collector(tmp_path, monkeypatch):
+    import gc
+
+    from distillation_pipeline.cli import EXIT_USAGE, main
+
+    gc.unfreeze()
+    assert main(["read", "--root", str(tmp_path), "--run-id", "nope"]) == EXIT_USAGE  # called, as in tests
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr("sys.argv", ["distill", "read", "--root", str(tmp_path), "--run-id", "nope"])
+    try:
+        assert main() == EXIT_USAGE  # the process's command line: it ends after this
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
