@@ -397,7 +397,7 @@ def test_appended_rows_are_scored_alone_and_give_the_full_rescore_bytes(substrat
     )
     result = score_evidence_tree(layout)
     assert result.incremental and result.full_reason == ""
-    assert result.new_records == 5  # the ledger re-reads the old model_trust rows, but does not judge them again
+    assert result.new_records == 5  # the ledger takes the old model_trust rows from the state, it does not parse them again
     assert result.files_appended == 2 and result.files_rescored == 0  # day 1 distilled_facts, day 2 auto_apply
     assert result.ledger_rows == 4
     assert_same_as_full_rescore(layout, result)
@@ -528,10 +528,28 @@ def _state_file(layout: Layout) -> Path:
     return layout.score_state_dir / "state.json"
 
 
-def _corrupt_index_entry(data: bytes) -> bytes:
-    state = orjson.loads(data)
-    state["parents"]["task_id"]["T3"] = "{not json"
-    return orjson.dumps(state)
+def _index_file(layout: Layout, name: str) -> Path:
+    return layout.score_state_dir / name
+
+
+def _corrupt_index_entry(layout: Layout) -> None:
+    """T3's record in the blob no longer decodes, and the state names the damaged blob's sha256:
+    only the record itself can tell (IndexStateError when the run looks T3 up)."""
+    blob = _index_file(layout, "parents.blob")
+    data = blob.read_bytes()
+    start = data.index(b'["task_id=T3",')
+    end = data.index(b"]]}]", start) + 4
+    blob.write_bytes(data[:start] + b"{" * (end - start) + data[end:])
+    state = orjson.loads(_state_file(layout).read_bytes())
+    state["index"]["blob_sha256"] = hashlib.sha256(blob.read_bytes()).hexdigest()
+    _state_file(layout).write_bytes(orjson.dumps(state))
+
+
+def _flip_last_byte(layout: Layout, name: str) -> None:
+    path = _index_file(layout, name)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize(
@@ -540,20 +558,29 @@ def _corrupt_index_entry(data: bytes) -> bytes:
         (lambda data: None, "no score state"),
         (lambda data: b"\x00garbage", "score state unreadable"),
         (lambda data: data[: len(data) // 2], "score state unreadable"),
-        (lambda data: b'{"state_version": 1, "files": []}', "scorer_version changed"),
-        (lambda data: data.replace(b'"state_version":1', b'"state_version":99'), "score state from another state version"),
+        (lambda data: b'{"state_version": 2, "files": []}', "scorer_version changed"),
+        (lambda data: data.replace(b'"state_version":2', b'"state_version":99'), "score state from another state version"),
         (lambda data: data.replace(b'"files":{', b'"files":{"x":{"bogus":1},'), "score state corrupt"),
+        (lambda data: data.replace(b'"keys":[0,', b'"keys":[999999,'), "score state corrupt"),
+        ("parents.blob", "score state corrupt"),
+        ("parents.dir", "score state corrupt"),
+        ("filekeys.bin", "score state corrupt"),
         (_corrupt_index_entry, "score state corrupt (parent index entry task_id=T3"),
     ],
 )
 def test_a_missing_corrupt_or_foreign_state_means_a_full_rescore(substrate: tuple[Layout, dict], damage: Any, reason: str) -> None:
     layout, named = substrate
     score_evidence_tree(layout)
-    damaged = damage(_state_file(layout).read_bytes())
-    if damaged is None:
-        _state_file(layout).unlink()
+    if isinstance(damage, str):  # a side file of the state, one byte changed
+        _flip_last_byte(layout, damage)
+    elif damage is _corrupt_index_entry:
+        damage(layout)
     else:
-        _state_file(layout).write_bytes(damaged)
+        damaged = damage(_state_file(layout).read_bytes())
+        if damaged is None:
+            _state_file(layout).unlink()
+        else:
+            _state_file(layout).write_bytes(damaged)
     append_evidence(layout, [ev("observer_reviews", {"verdict": "reject"}, task_id="T3")])  # uses the T3 entry
     result = score_evidence_tree(layout)
     assert not result.incremental and result.full_reason.startswith(reason)

@@ -18,14 +18,13 @@ Decisions:
   spec sends disagreement to a human, and we do not grade how far apart the parents are.
 
 What an extraction row inherits depends only on its join key's groups (``key_judgement``), so
-the score stage can persist the index (``to_state`` / ``from_state``) and, when new verdict
-rows arrive, re-score only the rows whose key's judgement changed.
+the score stage can keep the index on disk (``parentstore.DiskParentIndex``, which answers the
+same ``_groups`` / ``_judged`` questions) and, when new verdict rows arrive, re-score only the
+rows whose key's judgement changed. ``ParentIndex`` is the in-memory form, for single records.
 """
 
 from bisect import insort
 from collections.abc import Mapping
-
-import orjson
 
 from distillation_pipeline.evidence.streams import STREAMS
 from distillation_pipeline.schemas import CATEGORIES
@@ -73,12 +72,6 @@ class ParentRefs:
     def to_state(self) -> list:
         return [self.count, self.ids]
 
-    @classmethod
-    def from_state(cls, item: list) -> "ParentRefs":
-        refs = cls.__new__(cls)
-        refs.count, refs.ids = item[0], list(item[1])
-        return refs
-
     def describe(self) -> str:
         more = f", +{self.count - len(self.ids)} more" if self.count > len(self.ids) else ""
         return f"{self.count} ({', '.join(self.ids)}{more})"
@@ -88,14 +81,9 @@ ParentGroups = Mapping[str, ParentRefs]  # category -> refs
 
 
 class ParentIndex:
-    """task_id -> category -> refs, and finding_id -> category -> refs, over verdict rows.
+    """task_id -> category -> refs, and finding_id -> category -> refs, over verdict rows."""
 
-    An index loaded from the score state keeps each key's groups packed (one JSON string per
-    key) until a row looks the key up or adds to it: an incremental run touches a few keys of
-    hundreds of thousands, and unpacking them all would cost more than the run.
-    """
-
-    __slots__ = ("by_task", "by_finding", "parents", "_judged", "_packed")
+    __slots__ = ("by_task", "by_finding", "parents", "_judged")
 
     def __init__(self) -> None:
         self.by_task: dict[str, dict[str, ParentRefs]] = {}
@@ -104,7 +92,6 @@ class ParentIndex:
         # (namespace, key) -> what a row joining there inherits; many rows share a key, and the
         # reasons are built from the groups, so it is worth computing once per key.
         self._judged: dict[tuple[str, str], Judgement] = {}
-        self._packed: dict[str, dict[str, str]] = {TASK: {}, FINDING: {}}  # namespace -> key -> JSON
 
     def add(self, evidence_id: str, category: str, task_id: str | None, finding_id: str | None = None) -> None:
         """Record one verdict-bearing row. ``finding_id`` only for audits rows."""
@@ -122,40 +109,9 @@ class ParentIndex:
     def _groups(self, namespace: str, key: str, create: bool = False) -> dict[str, ParentRefs] | None:
         unpacked = self.groups(namespace)
         found = unpacked.get(key)
-        if found is None:
-            packed = self._packed[namespace].pop(key, None)
-            if packed is not None:
-                try:
-                    found = {c: ParentRefs.from_state(item) for c, item in orjson.loads(packed).items()}
-                except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError) as exc:
-                    raise IndexStateError(f"parent index entry {namespace}={key}: {exc}") from None
-                unpacked[key] = found
-            elif create:
-                found = unpacked[key] = {}
+        if found is None and create:
+            found = unpacked[key] = {}
         return found
-
-    def to_state(self) -> dict:
-        """Plain JSON data: {"parents": n, namespace: {key: packed groups}}."""
-        out: dict = {"parents": self.parents}
-        for namespace in (TASK, FINDING):
-            packed = dict(self._packed[namespace])
-            for key, groups in self.groups(namespace).items():
-                packed[key] = orjson.dumps({c: refs.to_state() for c, refs in groups.items()}).decode()
-            out[namespace] = packed
-        return out
-
-    @classmethod
-    def from_state(cls, data: dict) -> "ParentIndex":
-        index = cls()
-        index.parents = data["parents"]
-        for namespace in (TASK, FINDING):
-            packed = data[namespace]
-            if not isinstance(packed, dict):
-                raise TypeError(f"parent index {namespace}: not an object")
-            index._packed[namespace] = packed
-        return index
-
-
 
 
 def join_key(stream: str, task_id: str | None, finding_id: str | None) -> tuple[str, str] | None:

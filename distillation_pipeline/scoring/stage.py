@@ -9,10 +9,15 @@ model ledger and get no scored file (see ``ledger.py``); they are counted as ``l
 One read of each file, in three groups: verdict-stream files first (their rows are judged
 without the parent index and build it as they go), then the other non-extraction files, then the
 extraction files, which inherit from the finished index (``joins.py``). Each line is validated
-once (``lines.parse_evidence``).
+once (``lines.parse_evidence``), one line at a time.
+
+Memory does not grow with the number of tasks: the parent index lives on disk
+(``parentstore.py``: built from spilled buckets, looked up by one ``pread`` per key, a few
+thousand judgements cached), and a file's lines are views into its bytes, not copies.
 
 Incremental runs. ``state.py`` keeps, per evidence file, how many bytes and lines were scored
-and the sha256 of those bytes, plus the parent index and each extraction file's join keys. The
+and the sha256 of those bytes, plus the parent index, each extraction file's join keys (8-byte
+digests) and the model ledger's fields of every model_trust row. The
 evidence collect writes only grows by whole lines appended at the end, or is rewritten whole
 when a stream is re-collected. So, per file:
 
@@ -27,8 +32,9 @@ New verdict rows update the stored index. A join key whose inherited judgement t
 line 1, so the result equals a full rebuild. A verdict file that was rewritten or removed would
 take rows out of the index, which the stored counts cannot undo exactly: that, a
 ``scorer_version`` or scorer code change, and a missing or unreadable state all mean a full
-rescore (the state is a cache, never the truth). The model ledger is rebuilt from the model_trust
-files whenever one of them changed. Counts in the result always describe the whole tree.
+rescore (the state is a cache, never the truth). The model ledger is rebuilt whenever a
+model_trust file changed: from the state's copy of the rows of every verified prefix, and the
+new lines. Counts in the result always describe the whole tree.
 
 Writes: scored files and the ledger are replaced only when their bytes change (mtimes of
 unchanged files stay), all through one ``BatchedReplace`` (temporary siblings, one sync, renames,
@@ -47,9 +53,13 @@ import contextlib
 import gc
 import hashlib
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import orjson
 
 from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.layout import Layout
@@ -67,6 +77,7 @@ from distillation_pipeline.scoring.joins import (
 from distillation_pipeline.scoring.judgement import REVIEW, Judgement
 from distillation_pipeline.scoring.ledger import LedgerBuilder, LedgerError, ledger_bytes
 from distillation_pipeline.scoring.lines import EvidenceError, LedgerView, parse_evidence, scored_line, split_lines
+from distillation_pipeline.scoring.parentstore import DiskParentIndex, new_workdir, sweep_workdirs
 from distillation_pipeline.scoring.report import render_matrix
 from distillation_pipeline.scoring.rules import SCORER_VERSION, judge_record, stream_class
 from distillation_pipeline.scoring.state import FileState, LedgerState, ScoreState, code_fingerprint, fingerprint, fingerprint_of
@@ -136,11 +147,24 @@ def evidence_files(layout: Layout) -> list[Path]:
 
 def _rel(layout: Layout, path: Path) -> str:
     """``layout.relative`` for paths the stage listed under the root itself (no resolve needed)."""
+    text, root = str(path), str(layout.root)
+    if text.startswith(root) and text[len(root) : len(root) + 1] == "/":  # the stage's own paths: no parsing
+        return text[len(root) + 1 :]
     return path.relative_to(layout.root).as_posix()
 
 
 def scored_path(layout: Layout, evidence_file: Path) -> Path:
+    text, evidence = str(evidence_file), str(layout.evidence_dir)
+    if text.startswith(evidence) and text[len(evidence) : len(evidence) + 1] == "/":
+        return Path(f"{layout.scored_dir}{text[len(evidence) :]}")
     return layout.scored_dir / evidence_file.relative_to(layout.evidence_dir)
+
+
+def _stem(rel: str) -> str:
+    """``Path(rel).stem`` of a relative path string."""
+    name = rel.rpartition("/")[2]
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
 
 
 def is_ledger_stream(stream: str) -> bool:
@@ -254,11 +278,14 @@ class _Run:
         self.dry_run = dry_run
         self.state = state
         self.incremental = state.usable
-        self.parents = state.parents if state.parents is not None else ParentIndex()
+        self.parents: DiskParentIndex = (
+            state.parents if state.parents is not None else DiskParentIndex.building(new_workdir(layout.score_state_dir, dry_run))
+        )
         self.files: dict[str, FileState] = {}  # the new state's files
         self.batch = batch
         self.new_ledger = LedgerState()
         self.ledger_rebuilt = False
+        self.ledger_rows: dict[str, bytes] | None = None  # rebuilt: each model_trust file's cached rows
         self.touched: dict[tuple[str, str], Judgement] = {}  # join key -> its judgement before this run
         self.restat: list[tuple[str, Path]] = []  # scored files whose fingerprint to record after commit
         self.written = self.unchanged = self.new_records = self.appended = self.rescored = 0
@@ -266,7 +293,7 @@ class _Run:
 
     # --- per file ----------------------------------------------------------------------------
 
-    def score_file(self, path: Path, known: Known, changed_keys: set[str]) -> None:
+    def score_file(self, path: Path, known: Known, changed_keys: set[int]) -> None:
         """Score what is new in one non-ledger file and stage its scored file if it changed."""
         rel = _rel(self.layout, path)
         prev = self.state.files.get(rel)
@@ -274,7 +301,7 @@ class _Run:
         self.outputs.append(target)
         stream = path.stem
         extraction = is_extraction_stream(stream)
-        uses_changed_key = extraction and prev is not None and not changed_keys.isdisjoint(prev.keys)
+        uses_changed_key = extraction and prev is not None and bool(changed_keys) and not changed_keys.isdisjoint(prev.keys)
         keep = prev is not None and known.prefix_ok and known.mirror_ok and not uses_changed_key
         if keep and known.unchanged:
             self.files[rel] = prev
@@ -285,25 +312,37 @@ class _Run:
         # Rows before ``index_from`` are in the stored index already (their bytes are verified).
         index_from = prev.lines if (self.incremental and prev is not None and known.prefix_ok) else 0
         data, stat, hasher = self._read(path, start, known.hasher if keep else None)
-        lines = split_lines(data)
         counts = _Counts()
-        keys: set[str] = set(prev.keys) if keep else set()
-        chunks = self._score_lines(path, lines, first_line, index_from, counts, keys)
-        self.new_records += len(lines)
-        total_lines = first_line + len(lines)
+        keys: set[str] = set()
+        chunks = self._score_lines(path, _iter_lines(data), first_line, index_from, counts, keys)
+        if extraction:
+            digest = self.parents.digest
+            digests = {digest(text) for text in keys}
+            if keep:
+                digests.update(prev.keys)
+            file_keys = array("Q", sorted(digests))
+        else:
+            file_keys = array("Q")
+        self.parents.trim_cache()
+        self.new_records += len(chunks)
+        total_lines = first_line + len(chunks)
+        size = len(data)
+        del data  # the file's bytes are hashed and scored: only the scored bytes are still needed
         self.files[rel] = FileState(
-            bytes=start + len(data),
+            bytes=start + size,
             lines=total_lines,
             sha256=hasher.hexdigest(),
             evidence=fingerprint(stat),
             mirror=None,
             categories=_merged(prev.categories, counts.categories) if keep else counts.categories,
             reasons=_merged(prev.reasons, counts.reasons) if keep else counts.reasons,
-            keys=sorted(keys) if extraction else [],
+            keys=file_keys,
         )
+        any_new = bool(chunks)
         payload = b"".join(chunks)
+        del chunks
         if keep:
-            if chunks:
+            if any_new:
                 self.appended += 1
                 self._stage(target, payload, prefix_of=target, prefix_length=prev.mirror[1])  # type: ignore[index]
             else:
@@ -328,7 +367,7 @@ class _Run:
         return data, stat, hasher
 
     def _score_lines(
-        self, path: Path, lines: list[bytes], first_line: int, index_from: int, counts: _Counts, keys: set[str]
+        self, path: Path, lines: Iterator[memoryview], first_line: int, index_from: int, counts: _Counts, keys: set[str]
     ) -> list[bytes]:
         stream = path.stem
         where = _rel(self.layout, path)
@@ -360,9 +399,10 @@ class _Run:
                     self.touched[joined] = key_judgement(self.parents, *joined)  # type: ignore[arg-type]
         self.parents.add(record.id, judgement.category, record.task_id, finding)
 
-    def changed_keys(self) -> set[str]:
+    def changed_keys(self) -> set[int]:
+        """Digests (``parentstore.key_digest``) of the join keys whose inherited judgement changed."""
         return {
-            f"{namespace}={key}"
+            self.parents.digest(f"{namespace}={key}")
             for (namespace, key), before in self.touched.items()
             if key_judgement(self.parents, namespace, key) != before
         }
@@ -375,7 +415,7 @@ class _Run:
         self.outputs.append(target)
         previous = self.state.ledger
         rels = [_rel(self.layout, p) for p in paths]
-        stored = {rel for rel in self.state.files if Path(rel).stem == "model_trust"}
+        stored = {rel for rel in self.state.files if _stem(rel) == "model_trust"}
         if (
             self.incremental
             and previous is not None
@@ -390,27 +430,44 @@ class _Run:
             return previous.rows, previous.entries
         self.ledger_rebuilt = True
         builder = LedgerBuilder()
+        self.ledger_rows = {}
+        cache = self.state.ledger_rows(self.layout) if self.incremental else None
         for path, rel in zip(paths, rels, strict=True):
-            data, stat, hasher = self._read(path, 0, None)
-            lines = split_lines(data)
-            where = _rel(self.layout, path)
             prev = self.state.files.get(rel)
-            validated = prev.lines if (self.incremental and prev is not None and knowns[path].prefix_ok) else 0
-            for number, line in enumerate(lines, start=1):
-                if number <= validated:
-                    record = LedgerView.model_validate_json(line)
+            known = knowns[path]
+            verified = self.incremental and prev is not None and known.prefix_ok
+            rows = _cached_ledger_rows(cache, prev) if verified else None
+            if rows is not None:  # the verified prefix's rows come from the cache, in line order
+                assert prev is not None
+                _add_cached_ledger_rows(builder, rel, rows)
+                start, first, validated = prev.bytes, prev.lines, 0
+                if known.unchanged:
+                    data, stat, hasher = b"", None, None
                 else:
-                    record = parse_evidence(line, path.stem, where, number)
+                    data, stat, hasher = self._read(path, start, known.hasher)
+            else:
+                rows, start, first = [], 0, 0
+                validated = prev.lines if verified else 0  # type: ignore[union-attr]
+                data, stat, hasher = self._read(path, 0, None)
+            count = first
+            for count, line in enumerate(_iter_lines(data), start=first + 1):
+                if count <= validated:
+                    record = LedgerView.model_validate_json(bytes(line))
+                else:
+                    record = parse_evidence(line, path.stem, rel, count)
                     self.new_records += 1
                 markers = record.markers
-                try:
-                    builder.add(
-                        record.id, markers.model, markers.task_kind, markers.trust_score,
-                        record.event_at, markers.window_start, markers.window_end,
-                    )  # fmt: skip
-                except LedgerError as exc:
-                    raise EvidenceError(f"{where}: {exc}") from None
-            self.files[rel] = FileState(bytes=len(data), lines=len(lines), sha256=hasher.hexdigest(), evidence=fingerprint(stat))
+                row = [
+                    record.id, markers.model, markers.task_kind, markers.trust_score,
+                    record.event_at, markers.window_start, markers.window_end,
+                ]  # fmt: skip
+                _add_ledger_row(builder, rel, *row)
+                rows.append(row)  # orjson writes the datetimes as RFC 3339, which fromisoformat reads back
+            self.ledger_rows[rel] = orjson.dumps(rows) + b"\n"
+            if hasher is None:  # nothing read: the file is exactly as the state describes it
+                self.files[rel] = prev  # type: ignore[assignment]
+            else:
+                self.files[rel] = FileState(bytes=start + len(data), lines=count, sha256=hasher.hexdigest(), evidence=fingerprint(stat))
         entries = builder.entries()
         payload = ledger_bytes(entries)
         if self._differs(target, payload):
@@ -434,6 +491,53 @@ class _Run:
         self.written += 1
         if not self.dry_run:
             self.batch.stage(target, data, prefix_of, prefix_length)
+
+
+def _add_ledger_row(builder: LedgerBuilder, where: str, *row: object) -> None:
+    try:
+        builder.add(*row)  # type: ignore[arg-type]
+    except LedgerError as exc:
+        raise EvidenceError(f"{where}: {exc}") from None
+
+
+def _add_cached_ledger_rows(builder: LedgerBuilder, where: str, rows: list[list]) -> None:
+    add, from_iso = builder.add, datetime.fromisoformat
+    try:
+        for evidence_id, model, task_kind, trust_score, event_at, window_start, window_end in rows:
+            add(
+                evidence_id, model, task_kind, trust_score, from_iso(event_at),
+                None if window_start is None else from_iso(window_start),
+                None if window_end is None else from_iso(window_end),
+            )  # fmt: skip
+    except LedgerError as exc:
+        raise EvidenceError(f"{where}: {exc}") from None
+
+
+def _cached_ledger_rows(cache: bytes | None, prev: FileState | None) -> list[list] | None:
+    """The ledger rows of ``prev``'s scored lines, from ``ledger_rows.jsonl``; None if not there."""
+    if cache is None or prev is None or prev.ledger_rows is None:
+        return None
+    try:
+        offset, length = prev.ledger_rows
+        rows = orjson.loads(cache[offset : offset + length])
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+    if not isinstance(rows, list) or len(rows) != prev.lines or not all(isinstance(row, list) and len(row) == 7 for row in rows):
+        return None
+    return rows
+
+
+def _iter_lines(data: bytes) -> Iterator[memoryview]:
+    """``lines.split_lines(data)`` one line at a time, as views: no list of copies of the file."""
+    view = memoryview(data)
+    find = data.find
+    start, size = 0, len(data)
+    while start < size:
+        end = find(b"\n", start)
+        if end < 0:
+            end = size
+        yield view[start:end]
+        start = end + 1
 
 
 def _stale_scored_files(layout: Layout, expected: set[Path]) -> list[Path]:
@@ -466,7 +570,7 @@ def _verify_parent_files(layout: Layout, state: ScoreState, paths: list[Path], k
     """Raise ``_Full`` unless every verdict row the stored index counts is still there, unchanged."""
     present = {_rel(layout, p) for p in paths}
     for rel in state.files:
-        if is_parent_stream(Path(rel).stem) and rel not in present:
+        if is_parent_stream(_stem(rel)) and rel not in present:
             raise _Full(f"verdict evidence removed: {rel}")
     for path in paths:
         if is_parent_stream(path.stem) and _rel(layout, path) in state.files and not knowns[path].prefix_ok:
@@ -474,7 +578,8 @@ def _verify_parent_files(layout: Layout, state: ScoreState, paths: list[Path], k
 
 
 def _run(
-    layout: Layout, files: list[Path], scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace
+    layout: Layout, files: list[Path], scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace,
+    runs: list[_Run],
 ) -> tuple[_Run, int, int]:
     """Score what needs scoring into ``batch``; ``_Full`` if the state cannot be used."""
     knowns = {
@@ -484,10 +589,12 @@ def _run(
     if state.usable:
         _verify_parent_files(layout, state, files, knowns)
     run = _Run(layout, scorer_version, dry_run, state, batch)
+    runs.append(run)
     scored = [p for p in files if not is_ledger_stream(p.stem)]
     for kind in (0, 1):
         for path in (p for p in scored if _kind(p) == kind):
             run.score_file(path, knowns[path], set())
+    run.parents.finish()  # a full build: every verdict row is in, the extraction rows may look up
     changed = run.changed_keys()
     for path in (p for p in scored if _kind(p) == 2):
         run.score_file(path, knowns[path], changed)
@@ -520,36 +627,49 @@ def _score_evidence_tree(layout: Layout, scorer_version: str, dry_run: bool) -> 
         raise ValueError("scorer_version must not be empty")
     files = evidence_files(layout)
     code = code_fingerprint()
+    if not dry_run:
+        sweep_workdirs(layout.score_state_dir)
     state = ScoreState.load(layout, scorer_version, code)
     batch = BatchedReplace(stop_at=layout.scored_dir)
+    runs: list[_Run] = []
     try:
         try:
-            run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch)
-        except (_Full, IndexStateError) as why:
-            batch.discard()
-            state = ScoreState.empty(str(why) if isinstance(why, _Full) else f"score state corrupt ({why})")
-            run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch)
-        stale = _stale_scored_files(layout, set(run.outputs))
-        if not dry_run:
-            if len(batch) or stale:
-                ScoreState.clear(layout)  # from here until the new state is saved, no state describes the tree
-            batch.commit()
-            _remove(layout, stale)
-    except BaseException:
-        batch.discard()  # a corrupt line (or a kill signal) replaces nothing
-        raise
-    changed = run.new_records or run.restat or run.written or stale or run.ledger_rebuilt or set(run.files) != set(state.files)
-    if not dry_run and (changed or not state.usable):
-        _save_state(layout, run, scorer_version, code)
+            try:
+                run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch, runs)
+            except (_Full, IndexStateError) as why:
+                batch.discard()
+                if state.parents is not None:
+                    state.parents.close()
+                state = ScoreState.empty(str(why) if isinstance(why, _Full) else f"score state corrupt ({why})")
+                run, ledger_rows, ledger_entries = _run(layout, files, scorer_version, dry_run, state, batch, runs)
+            stale = _stale_scored_files(layout, set(run.outputs))
+            if not dry_run:
+                if len(batch) or stale:
+                    ScoreState.clear(layout)  # from here until the new state is saved, no state describes the tree
+                batch.commit()
+                _remove(layout, stale)
+        except BaseException:
+            batch.discard()  # a corrupt line (or a kill signal) replaces nothing
+            raise
+        changed = run.new_records or run.restat or run.written or stale or run.ledger_rebuilt or set(run.files) != set(state.files)
+        if not dry_run and (changed or not state.usable):
+            _save_state(layout, run, state, scorer_version, code)
+    finally:
+        for each in runs:
+            each.parents.close()  # the build folder (or the stored blob's descriptor)
+        if state.parents is not None:
+            state.parents.close()
     return _result(layout, files, run, state, stale, ledger_rows, ledger_entries)
 
 
-def _save_state(layout: Layout, run: _Run, scorer_version: str, code: str) -> None:
+def _save_state(layout: Layout, run: _Run, state: ScoreState, scorer_version: str, code: str) -> None:
     for rel, target in run.restat:
         run.files[rel].mirror = fingerprint_of(target)
     ledger = run.new_ledger
     ledger.file = fingerprint_of(layout.model_ledger)
-    ScoreState(files=run.files, parents=run.parents, ledger=ledger).save(layout, scorer_version, code)
+    previous_index = state.index if state.usable else None
+    kept = ScoreState(files=run.files, parents=run.parents, ledger=ledger, ledger_rows_sha256=state.ledger_rows_sha256)
+    kept.save(layout, scorer_version, code, previous_index, run.ledger_rows)
 
 
 def _result(
