@@ -9,6 +9,7 @@ on the same files, and a row whose bytes the table does not hold must be checked
 import random
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -294,3 +295,31 @@ def test_verdicts_are_the_row_by_row_checks_on_broken_copies(tmp_path: Path, dat
         want = reference(layout, dataset, limit)
         assert verify_dataset(layout, dataset, limit=limit, remembered=Remembered(table=table)) == want
         assert verify_dataset(layout, dataset, limit=limit) == want
+
+
+def test_lines_longer_than_a_read_and_odd_line_ends_are_read_as_before(tmp_path: Path) -> None:
+    """The check reads 4 MiB at a time: a line across reads, blank and whitespace-only lines,
+    a last line without its newline, all numbered and judged as the row-by-row check did."""
+    layout = passed(tmp_path)
+    lines = layout.rag_file.read_bytes().splitlines(keepends=True)
+    long = orjson.loads(lines[2])
+    long["content"] = "x " * (3 << 20)  # ~6 MiB: its id no longer matches, and it spans reads
+    layout.rag_file.write_bytes(
+        lines[0] + b"\n  \n\r\n" + orjson.dumps(long) + b"\n" + b" " + lines[1] + b"".join(lines[3:]).rstrip(b"\n")
+    )
+    outcome = check(layout, "rag")
+    assert [line.split(":")[0] for line in outcome.violations] == ["id_mismatch"]
+    assert outcome.violations == reference(layout, "rag")
+    # neither the long row nor the one behind a space; the last, without its newline, is the same row
+    assert outcome.rows_known == len(lines) - 2
+
+
+def test_keys_that_share_their_first_half_are_told_apart() -> None:
+    high = np.array([1, 5, 5, 5, 9], dtype=np.uint64)
+    low = np.array([0, 3, 4, 7, 0], dtype=np.uint64)
+    zeros = np.zeros(5, dtype=np.uint64)
+    table = VerifiedRows({"key_high": high, "key_low": low, "id_high": zeros, "id_low": zeros.astype(np.uint32),
+                          "task": zeros.astype(np.uint32)}, [])  # fmt: skip
+    asked_high = np.array([5, 5, 5, 5, 9, 0, 10], dtype=np.uint64)
+    asked_low = np.array([7, 3, 4, 8, 0, 0, 0], dtype=np.uint64)
+    assert table.lookup(asked_high, asked_low).tolist() == [3, 1, 2, -1, 4, -1, -1]

@@ -118,19 +118,23 @@ class VerifiedRows:
     def lookup(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         """Index of each (high, low) key in the table, -1 where it is not there."""
         found = np.full(len(high), -1, dtype=np.int64)
-        if not len(self.key_high) or not len(high):
+        size = len(self.key_high)
+        if not size or not len(high):
             return found
-        left = np.searchsorted(self.key_high, high, side="left")
-        right = np.searchsorted(self.key_high, high, side="right")
-        single = (right - left) == 1
-        at = np.minimum(left, len(self.key_high) - 1)
-        hit = single & (self.key_low[at] == low)
+        order = np.argsort(high)  # sorted needles: each search starts where the last ended
+        left = np.empty(len(high), dtype=np.int64)
+        left[order] = np.searchsorted(self.key_high, high[order], side="left")
+        at = np.minimum(left, size - 1)
+        same_high = self.key_high[at] == high
+        hit = same_high & (self.key_low[at] == low)
         found[hit] = at[hit]
-        for i in np.nonzero((right - left) > 1)[0]:  # a shared first half: compare each candidate
-            for j in range(left[i], right[i]):
+        for i in np.flatnonzero(same_high & ~hit).tolist():  # a shared first half: the next ones
+            j = int(left[i]) + 1
+            while j < size and self.key_high[j] == high[i]:
                 if self.key_low[j] == low[i]:
                     found[i] = j
                     break
+                j += 1
         return found
 
 

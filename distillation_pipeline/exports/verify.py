@@ -130,13 +130,16 @@ class _Trusted:
         return self._at < len(ranges) and ranges[self._at][0] <= start and end <= ranges[self._at][1]
 
 
-Line = tuple[int, int, int, bytes]  # line number, start offset, end offset, bytes without the newline
+Line = tuple[int, int, int, bytes | memoryview]  # line number, start, end offset, bytes without the newline
+_NEWLINE = 10
+_WHITESPACE = np.frombuffer(b" \t\r\x0b\x0c", dtype=np.uint8)  # and the newline: bytes.isspace
 
 
 class _Rows:
     """The non-blank lines of a file, taken in batches; ``hasher`` sees every byte read, so the
     file's sha256 is of exactly the bytes the check judged. Per line, only C-level work: the
-    lines of a 4 MiB chunk are split, measured and screened for blanks in bulk."""
+    line ends of a 4 MiB chunk are found, and its lines screened for blanks, in bulk, and
+    each line is a view of the chunk, not a copy."""
 
     def __init__(self, path: Path, hasher: Any) -> None:
         self._handle = open(path, "rb")  # noqa: SIM115 (closed at the end of the file or by close())
@@ -144,7 +147,7 @@ class _Rows:
         self._line_no = 0  # lines before the buffered ones
         self._offset = 0  # bytes before the buffered ones
         self._tail = b""
-        self._texts: list[bytes] = []
+        self._texts: list[memoryview] = []
         self._numbers = self._starts = self._ends = np.zeros(0, dtype=np.int64)
         self._at = 0
 
@@ -157,33 +160,47 @@ class _Rows:
         chunk = self._handle.read(1 << 22)
         if chunk:
             self._hasher.update(chunk)
-            parts = (self._tail + chunk if self._tail else chunk).split(b"\n")
-            self._tail = parts.pop()
-            newline = 1
+            buffer = self._tail + chunk if self._tail else chunk
+            data = np.frombuffer(buffer, dtype=np.uint8)
+            cuts = np.flatnonzero(data == _NEWLINE)
+            if not len(cuts):  # no line ends in it yet
+                self._tail = buffer
+                return True
+            starts = np.concatenate([np.zeros(1, np.int64), cuts[:-1] + 1])
+            ends = cuts
+            self._tail = buffer[int(cuts[-1]) + 1 :]
+            newline, consumed = 1, int(cuts[-1]) + 1
         elif self._tail:  # a last line without its newline
-            parts, self._tail, newline = [self._tail], b"", 0
+            buffer, self._tail = self._tail, b""
+            data = np.frombuffer(buffer, dtype=np.uint8)
+            starts, ends = np.zeros(1, np.int64), np.full(1, len(buffer), np.int64)
+            newline, consumed = 0, len(buffer)
         else:
             self.close()
             return False
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-        ends = self._offset + np.cumsum(lengths + 1) - (1 - newline)
-        starts = ends - lengths - newline
-        numbers = np.arange(self._line_no + 1, self._line_no + 1 + len(parts), dtype=np.int64)
-        self._line_no += len(parts)
-        self._offset = int(ends[-1]) if len(ends) else self._offset
-        blank = np.fromiter(map(bytes.isspace, parts), dtype=bool, count=len(parts)) | (lengths == 0)
+        lengths = ends - starts
+        # blank: empty or whitespace only (as bytes.strip sees it); only lines that start with
+        # whitespace are looked at one by one
+        blank = lengths == 0
+        for i in np.flatnonzero(~blank & np.isin(data[np.minimum(starts, len(data) - 1)], _WHITESPACE)).tolist():
+            blank[i] = buffer[int(starts[i]) : int(ends[i])].isspace()
+        numbers = np.arange(self._line_no + 1, self._line_no + 1 + len(starts), dtype=np.int64)
+        self._line_no += len(starts)
         if blank.any():
-            keep = np.nonzero(~blank)[0]
-            parts = [parts[i] for i in keep.tolist()]
-            numbers, starts, ends = numbers[keep], starts[keep], ends[keep]
+            keep = np.flatnonzero(~blank)
+            starts, ends, numbers = starts[keep], ends[keep], numbers[keep]
+        view = memoryview(buffer)  # the lines are views of the chunk: not copied
+        parts = list(map(view.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+        absolute = self._offset
+        self._offset += consumed
         self._texts = self._texts[self._at :] + parts
         self._numbers = np.concatenate([self._numbers[self._at :], numbers])
-        self._starts = np.concatenate([self._starts[self._at :], starts])
-        self._ends = np.concatenate([self._ends[self._at :], ends])
+        self._starts = np.concatenate([self._starts[self._at :], absolute + starts])
+        self._ends = np.concatenate([self._ends[self._at :], absolute + ends + newline])
         self._at = 0
         return True
 
-    def take(self, n: int) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+    def take(self, n: int) -> tuple[list[memoryview], np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``n`` next rows (fewer only at the end): texts, line numbers, starts, ends."""
         while len(self._texts) - self._at < n and self._fill():
             pass
@@ -372,10 +389,16 @@ def _np(values: array, dtype: Any) -> np.ndarray:
 
 def _repeats(keys: tuple[np.ndarray, ...], line: np.ndarray) -> Iterator[tuple[int, int]]:
     """(index, first line of its key) of every row whose key (all but ``keys[0]``) an earlier
-    line already had; ``keys[0]`` is the line, which orders each group."""
+    line already had; ``keys[0]`` is the line, which orders each group, ``keys[-1]`` the most
+    telling part of the key: one sort by it finds the few rows that can repeat."""
     if not len(line):
         return
-    sorted_at = np.lexsort(keys)
+    order = np.argsort(keys[-1], kind="stable")
+    ties = np.flatnonzero(keys[-1][order][1:] == keys[-1][order][:-1])
+    if not len(ties):
+        return
+    rows = order[np.unique(np.concatenate([ties, ties + 1]))]  # only rows that share it
+    sorted_at = rows[np.lexsort(tuple(key[rows] for key in keys))]
     same = np.ones(len(sorted_at) - 1, dtype=bool)
     for key in keys[1:]:
         ordered = key[sorted_at]
