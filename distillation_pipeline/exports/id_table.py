@@ -32,6 +32,7 @@ import orjson
 TABLE_FILE = "ids.bin"
 DETAILS_FILE = "ids.details.jsonl"
 _MASK64 = (1 << 64) - 1
+_START_SLOTS = 1 << 12
 Position = tuple[str, int]  # (partition path, position in it): the export's visiting order
 
 
@@ -130,21 +131,28 @@ class IdTable:
         return keep
 
 
-class IdTableWriter:
-    """This run's table: the previous one's rows still true, plus every first copy written now.
+class IdIndex:
+    """The ids written this run: exact "was it written already, from which evidence?" and the
+    table the next run looks up (``finish``).
 
-    ``add`` costs 24 bytes of memory per id (columns) plus its line on disk; ``finish`` sorts.
+    Per id: its columns (fingerprint, partition, position, details offset: 24 bytes) and one
+    8-byte hash slot holding 32 fingerprint bits and the id's row in the columns (table at most
+    half full). The id and its evidence live in the details file, where a slot match is
+    confirmed, so answers are exact. A full run keeps every id here (~40 bytes each; the
+    first-seen table it replaces took ~64, and the columns came on top); an incremental run
+    only the ids it read.
     """
 
-    def __init__(self, table_sink: IO[bytes], details_sink: IO[bytes], previous: IdTable | None) -> None:
-        self._table_sink, self._details_sink = table_sink, details_sink
+    def __init__(self, table_sink: IO[bytes] | None, details: IO[bytes], previous: IdTable | None) -> None:
+        self._table_sink, self._details = table_sink, details
         self._previous = previous
         self._written = 0
         if previous is not None:
-            previous.copy_details(details_sink)
+            previous.copy_details(details)
             self._written = previous.details_bytes
         self._fingerprints, self._positions, self._offsets = array("Q"), array("I"), array("Q")
         self._partitions = array("I")
+        self._slots = array("Q", bytes(8 * _START_SLOTS))  # (fp >> 32) << 32 | row + 1; 0 = empty
         self._relatives: list[str] = list(previous.relatives) if previous is not None else []
         self._ordinal = {relative: i for i, relative in enumerate(self._relatives)}
         self._holders: dict[int, set[str]] = (
@@ -152,6 +160,21 @@ class IdTableWriter:
         )
         self._pending = bytearray()
         self._replaced: list[int] = []  # slots of the previous table whose id moved
+
+    def __len__(self) -> int:
+        return len(self._fingerprints)
+
+    def lookup(self, key: str, fp: int) -> str | None:
+        """The evidence id ``key`` was first written from this run, or None."""
+        slots, mask, tag = self._slots, len(self._slots) - 1, fp >> 32
+        slot = fp & mask
+        while (found := slots[slot]) != 0:
+            if found >> 32 == tag:
+                stored_key, evidence = self._read(self._offsets[(found & 0xFFFFFFFF) - 1])
+                if stored_key == key:
+                    return evidence
+            slot = (slot + 1) & mask
+        return None
 
     def add(self, key: str, fp: int, where: Position, evidence_id: str, replaces: int | None = None) -> None:
         """``key`` is first written at ``where`` (this run), from ``evidence_id``; ``replaces``:
@@ -163,6 +186,7 @@ class IdTableWriter:
         if ordinal is None:
             ordinal = self._ordinal[relative] = len(self._relatives)
             self._relatives.append(relative)
+        row = len(self._fingerprints)
         self._fingerprints.append(fp)
         self._partitions.append(ordinal)
         self._positions.append(index)
@@ -171,16 +195,49 @@ class IdTableWriter:
         self._pending += line
         self._written += len(line)
         if len(self._pending) >= 1 << 20:
-            self._details_sink.write(self._pending)
-            self._pending.clear()
+            self._flush()
+        self._place(self._slots, fp, row)
+        if 2 * (row + 1) > len(self._slots):
+            self._grow()
 
     def duplicate(self, fp: int, relative: str) -> None:
         """A duplicate of the id with fingerprint ``fp`` was refused in ``relative``."""
         self._holders.setdefault(fp, set()).add(relative)
 
-    def finish(self) -> None:
-        self._details_sink.write(self._pending)
+    @staticmethod
+    def _place(slots: array, fp: int, row: int) -> None:
+        mask = len(slots) - 1
+        slot = fp & mask
+        while slots[slot] != 0:
+            slot = (slot + 1) & mask
+        slots[slot] = (fp >> 32) << 32 | (row + 1)
+
+    def _grow(self) -> None:
+        self._slots = array("Q", bytes(16 * len(self._slots)))  # the old slots go first
+        for row, fp in enumerate(self._fingerprints):
+            self._place(self._slots, fp, row)
+
+    def _flush(self) -> None:
+        self._details.write(self._pending)
         self._pending.clear()
+
+    def _read(self, offset: int) -> tuple[str, str]:
+        self._flush()
+        self._details.flush()
+        chunk = b""
+        while b"\n" not in chunk:
+            more = os.pread(self._details.fileno(), 256, offset + len(chunk))
+            if not more:
+                break
+            chunk += more
+        key, evidence = orjson.loads(chunk.split(b"\n", 1)[0])
+        return key, evidence
+
+    def finish(self) -> None:
+        self._flush()
+        self._slots = array("Q")  # not needed to write the table: memory back before sorting
+        if self._table_sink is None:
+            return
         new = [np.frombuffer(column, dtype=dtype) if len(column) else np.zeros(0, dtype=dtype)
                for column, dtype in ((self._fingerprints, "<u8"), (self._partitions, "<u4"),
                                      (self._positions, "<u4"), (self._offsets, "<u8"))]  # fmt: skip
@@ -203,4 +260,3 @@ class IdTableWriter:
         self._table_sink.write(orjson.dumps(header) + b"\n")
         for column in columns:
             self._table_sink.write(np.ascontiguousarray(column[order]).tobytes())
-

@@ -414,6 +414,12 @@ class _HashingFile:
         self._digest.update(data)
         return self._inner.write(data)
 
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def fileno(self) -> int:  # read back while written (exports/id_table.py): mkstemp opens read-write
+        return self._inner.fileno()
+
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
 

@@ -3,7 +3,7 @@
 A dataset module supplies which streams are eligible and how one candidate becomes a row (or
 a refusal); ``RowExport`` does the rest the same way for both: ineligible and broken
 positions, duplicate content, the writes, and the counts. Memory for duplicate detection and its message
-is ~32 bytes per written row (``lib/firstseen.py``), the rest is on disk.
+is ~40 bytes per written row (``exports/id_table.IdIndex``), the rest is on disk.
 
 Incremental runs look duplicates up in the previous run's id table (``exports/id_table.py``)
 instead: only the rows read this run touch it, and a partition is copied unless a row read
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from distillation_pipeline.exports.id_table import DETAILS_FILE, TABLE_FILE, IdTable, IdTableWriter, fingerprint
+from distillation_pipeline.exports.id_table import DETAILS_FILE, TABLE_FILE, IdIndex, IdTable, fingerprint
 
 from distillation_pipeline.exports.candidates import Broken, Candidate
 from distillation_pipeline.exports.card import FileStats
@@ -33,7 +33,7 @@ from distillation_pipeline.exports.paths import RepoManifest, cited_paths
 from distillation_pipeline.exports.quarantine import QuarantineWriter
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.secrets import find_secret_in
-from distillation_pipeline.lib.firstseen import FirstSeen
+import tempfile
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.schemas import QuarantineReason
 
@@ -99,10 +99,8 @@ class RowExport(Participant):
         self.eligible = eligible
         self._build = build
         self._has_variant = variant_file is not None
-        self._first_seen = FirstSeen()  # row id -> evidence id of its first occurrence, ~32 bytes a row
         self._table: IdTable | None = None  # the previous run's ids (incremental runs)
-        self._ids_out: IdTableWriter | None = None  # this run's, for the next
-        self._taken: dict[str, str] = {}  # incremental: row id -> evidence id, first written this run
+        self._ids: IdIndex | None = None  # this run's first copies (``attach_state``)
         self._dirty: set[str] = set()  # partitions whose bytes a row read this run changes
 
     def open(self, sinks: list[HashingSink]) -> None:
@@ -135,50 +133,36 @@ class RowExport(Participant):
 
     def _first_copy(self, row_id: str, item: Candidate) -> str | None:
         """The evidence id of the first copy of ``row_id`` before ``item``; None if it is the first."""
-        evidence_id = item.evidence.id
-        if self._table is None:  # every earlier id is in the first-seen table
-            first = self._first_seen.first(row_id, evidence_id)
-            if self._ids_out is not None:
-                fp = fingerprint(row_id)
-                if first is None:
-                    self._ids_out.add(row_id, fp, (item.source.relative, item.index), evidence_id)
-                else:
-                    self._ids_out.duplicate(fp, item.source.relative)
-            return first
-        if row_id in self._taken:
-            self._record_duplicate(row_id, item)
-            return self._taken[row_id]
+        ids = self._ids
+        assert ids is not None
         fp = fingerprint(row_id)
+        first = ids.lookup(row_id, fp)  # written earlier this run
+        if first is not None:
+            ids.duplicate(fp, item.source.relative)
+            return first
         where = (item.source.relative, item.index)
-        found = self._table.first(row_id, fp)
+        found = self._table.first(row_id, fp) if self._table is not None else None
         if found is not None:
             kept_at, kept_evidence, slot = found
             if kept_at < where:
-                self._record_duplicate(row_id, item)
+                ids.duplicate(fp, item.source.relative)
                 return kept_evidence
-            if kept_at == where:  # the same first copy, read again
-                self._taken[row_id] = evidence_id
-                return None
-            # This row comes before the recorded first copy: that partition now refuses it as a
-            # duplicate (read again, it is struck out, and so are the partitions refusing
-            # duplicates of its first copies: they now name another first, see ``not_reused``).
-            self._dirty.add(kept_at[0])
-        self._taken[row_id] = evidence_id
-        if self._ids_out is not None:
-            self._ids_out.add(row_id, fp, where, evidence_id, replaces=found[2] if found is not None else None)
+            if kept_at > where:
+                # This row comes before the recorded first copy: that partition now refuses it
+                # as a duplicate (read again, it is struck out, and so are the partitions
+                # refusing duplicates of its first copies: they name another first).
+                self._dirty.add(kept_at[0])
+        ids.add(row_id, fp, where, item.evidence.id, replaces=found[2] if found is not None else None)
         return None
-
-    def _record_duplicate(self, row_id: str, item: Candidate) -> None:
-        if self._ids_out is not None:
-            self._ids_out.duplicate(fingerprint(row_id), item.source.relative)
 
     def finish(self) -> None:
         """Nothing is held back: every row was written as it was offered."""
-        self._first_seen.close()
-        if self._ids_out is not None:
-            self._ids_out.finish()
+        if self._ids is not None:
+            self._ids.finish()
         if self._table is not None:
             self._table.close()
+        if self._scratch is not None:
+            self._scratch.close()
 
     # --- incremental runs ---------------------------------------------------------------------
 
@@ -199,8 +183,12 @@ class RowExport(Participant):
                 self._table = IdTable(table, details)
             except (OSError, ValueError, KeyError, TypeError):
                 self._table = None  # unreadable: read everything, as with no state
+        self._scratch = None
         if writer is not None:
-            self._ids_out = IdTableWriter(writer.side_file(TABLE_FILE), writer.side_file(DETAILS_FILE), self._table)
+            self._ids = IdIndex(writer.side_file(TABLE_FILE), writer.side_file(DETAILS_FILE), self._table)
+        else:  # a dry run: the ids wait in an unlinked file, no table is kept
+            self._scratch = tempfile.TemporaryFile()
+            self._ids = IdIndex(None, self._scratch, self._table)
         if self._table is not None:
             for relative in self._table.relatives:
                 if relative not in current:  # its first copies are gone: their duplicates move
