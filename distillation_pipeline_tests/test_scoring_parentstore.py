@@ -239,3 +239,15 @@ def test_cached_ledger_rows_keep_fractions_offsets_and_naive_times(substrate) ->
     result = score_evidence_tree(layout)
     assert result.incremental and result.new_records == 1
     assert_same_as_full_rescore(layout, result)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_lines_split_a_block_at_a_time_are_the_lines_split_at_once(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distillation_pipeline.scoring import stage
+    from distillation_pipeline.scoring.lines import split_lines
+
+    monkeypatch.setattr(stage, "_LINE_BLOCK", block)
+    rng = random.Random(block)
+    for _ in range(2000):
+        data = bytes(rng.choice(b"ab\n") for _ in range(rng.randrange(0, 14)))
+        assert list(stage._iter_lines(data)) == split_lines(data), data
