@@ -9,11 +9,11 @@ model ledger and get no scored file (see ``ledger.py``); they are counted as ``l
 One read of each file, in three groups: verdict-stream files first (their rows are judged
 without the parent index and build it as they go), then the other non-extraction files, then the
 extraction files, which inherit from the finished index (``joins.py``). Each line is validated
-once (``lines.parse_evidence``); a file is split into lines ~1 MiB at a time.
+once (``lines.parse_evidence``), one line at a time.
 
 Memory does not grow with the number of tasks: the parent index lives on disk
 (``parentstore.py``: built from spilled buckets, looked up by one ``pread`` per key, a few
-thousand judgements cached), and a file is never held as a list of all its lines.
+thousand judgements cached), and a file's lines are views into its bytes, not copies.
 
 Incremental runs. ``state.py`` keeps, per evidence file, how many bytes and lines were scored
 and the sha256 of those bytes, plus the parent index, each extraction file's join keys (8-byte
@@ -52,7 +52,6 @@ file and line, instead of skipping it.
 import contextlib
 import gc
 import hashlib
-import itertools
 import os
 from array import array
 from collections.abc import Iterator
@@ -368,7 +367,7 @@ class _Run:
         return data, stat, hasher
 
     def _score_lines(
-        self, path: Path, lines: Iterator[bytes], first_line: int, index_from: int, counts: _Counts, keys: set[str]
+        self, path: Path, lines: Iterator[memoryview], first_line: int, index_from: int, counts: _Counts, keys: set[str]
     ) -> list[bytes]:
         stream = path.stem
         where = _rel(self.layout, path)
@@ -453,7 +452,7 @@ class _Run:
             count = first
             for count, line in enumerate(_iter_lines(data), start=first + 1):
                 if count <= validated:
-                    record = LedgerView.model_validate_json(line)
+                    record = LedgerView.model_validate_json(bytes(line))
                 else:
                     record = parse_evidence(line, path.stem, rel, count)
                     self.new_records += 1
@@ -528,21 +527,16 @@ def _cached_ledger_rows(cache: bytes | None, prev: FileState | None) -> list[lis
     return rows
 
 
-_LINE_BLOCK = 1 << 20  # bytes split into lines at a time
-
-
-def _iter_lines(data: bytes) -> Iterator[bytes]:
-    """``lines.split_lines(data)``, split ~1 MiB at a time: never a list of copies of a whole file."""
-    return itertools.chain.from_iterable(_line_blocks(data))
-
-
-def _line_blocks(data: bytes) -> Iterator[list[bytes]]:
+def _iter_lines(data: bytes) -> Iterator[memoryview]:
+    """``lines.split_lines(data)`` one line at a time, as views: no list of copies of the file."""
+    view = memoryview(data)
+    find = data.find
     start, size = 0, len(data)
     while start < size:
-        end = data.find(b"\n", min(start + _LINE_BLOCK, size) - 1)
+        end = find(b"\n", start)
         if end < 0:
             end = size
-        yield data[start:end].split(b"\n")
+        yield view[start:end]
         start = end + 1
 
 
