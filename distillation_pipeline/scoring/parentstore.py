@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from distillation_pipeline.scoring.joins import FINDING, TASK, IndexStateError, ParentRefs
+from distillation_pipeline.scoring.joins import FINDING, MAX_PARENT_IDS, TASK, IndexStateError, ParentRefs
 
 BLOB_NAME = "parents.blob"
 DIRECTORY_NAME = "parents.dir"
@@ -250,7 +250,9 @@ class DiskParentIndex:
             if not segments:
                 continue
             data = b"".join(os.pread(runs[run], length, offset) for run, offset, length in segments)
-            groups: dict[str, dict[str, ParentRefs]] = {}
+            # key -> category -> every id added: what ParentRefs.add would keep is the count (all
+            # of them) and the MAX_PARENT_IDS smallest distinct ids, taken once per group below.
+            groups: dict[str, dict[str, list[str]]] = {}
             for line in data.decode("utf-8", "surrogatepass").split("\n")[:-1]:
                 if line.startswith("["):
                     category, evidence_id, text = orjson.loads(line)
@@ -259,13 +261,15 @@ class DiskParentIndex:
                 found = groups.get(text)
                 if found is None:
                     found = groups[text] = {}
-                refs = found.get(category)
-                if refs is None:
-                    refs = found[category] = ParentRefs()
-                refs.add(evidence_id)
+                ids = found.get(category)
+                if ids is None:
+                    found[category] = [evidence_id]
+                else:
+                    ids.append(evidence_id)
             del data
             for text, found in groups.items():
-                record = _record(text, found)
+                packed = {category: [len(ids), sorted(set(ids))[:MAX_PARENT_IDS]] for category, ids in found.items()}
+                record = orjson.dumps([text, packed])
                 out.write(record)
                 digests.append(key_digest(text))
                 offsets.append(position)
