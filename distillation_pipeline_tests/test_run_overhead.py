@@ -282,12 +282,25 @@ def test_only_the_process_own_command_freezes_the_garbage_collector(tmp_path, mo
 
     from distillation_pipeline.cli import EXIT_USAGE, main
 
+    from distillation_pipeline.lib.layout import Layout
+
+    Layout.at(tmp_path).kb_dir.mkdir(parents=True)
+    threshold = gc.get_threshold()
     gc.unfreeze()
-    assert main(["read", "--root", str(tmp_path), "--run-id", "nope"]) == EXIT_USAGE  # called, as in tests
-    assert gc.get_freeze_count() == 0
-    monkeypatch.setattr("sys.argv", ["distill", "read", "--root", str(tmp_path), "--run-id", "nope"])
+    # called, as tests and other code call it: the collector is left alone
+    assert main(["run-all", "--root", str(tmp_path / "missing")]) == EXIT_USAGE
+    assert main(["read", "--root", str(tmp_path), "--run-id", "nope"]) == EXIT_USAGE
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == threshold
     try:
-        assert main() == EXIT_USAGE  # the process's command line: it ends after this
-        assert gc.get_freeze_count() > 0
+        # the process's own command line (it ends after this): a read freezes only on the way out
+        monkeypatch.setattr("sys.argv", ["distill", "read", "--root", str(tmp_path), "--run-id", "nope"])
+        assert main() == EXIT_USAGE
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == threshold
+        gc.unfreeze()
+        # a pipeline command also freezes after loading the definitions, and collects less often
+        monkeypatch.setattr("sys.argv", ["distill", "run-all", "--root", str(tmp_path / "missing")])
+        assert main() == EXIT_USAGE
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] > threshold[0]
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
