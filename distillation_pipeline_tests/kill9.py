@@ -331,7 +331,22 @@ def torn_files(root: Path) -> list[str]:
                 problems.append(f"{rel}: does not parse as JSON")
         elif rel.endswith(".bin") and len(data) % 8:
             problems.append(f"{rel}: {len(data)} bytes, not whole 8-byte hashes")
+        elif rel.endswith(".table"):  # exports/id_table.py: a JSON header, then 24 bytes an id
+            why = _whole_id_table(data)
+            if why:
+                problems.append(f"{rel}: {why}")
     return problems
+
+
+def _whole_id_table(data: bytes) -> str | None:
+    head, newline, columns = data.partition(b"\n")
+    try:
+        count = int(orjson.loads(head)["count"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "no readable header"
+    if not newline or len(columns) != 24 * count:
+        return f"{len(columns)} column bytes for {count} ids"
+    return None
 
 
 def version_violations(view: dict[str, bytes], previous: dict[str, bytes], reference: dict[str, bytes]) -> list[str]:

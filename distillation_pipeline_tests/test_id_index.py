@@ -46,7 +46,7 @@ def test_answers_like_a_dict(pairs: list[tuple[str, str]], fingerprints: str) ->
 def test_grows_and_the_table_it_writes_finds_every_first_copy(tmp_path: Path) -> None:
     n = 5 * id_table._START_SLOTS
     pairs = [(f"rag-{i:024x}", f"ev-{i}") for i in range(n)] + [(f"rag-{i:024x}", "later") for i in range(0, n, 7)]
-    table_path, details_path = tmp_path / "ids.bin", tmp_path / "ids.details.jsonl"
+    table_path, details_path = tmp_path / "ids.table", tmp_path / "ids.details.jsonl"
     with open(details_path, "w+b") as details:  # read back while written, as the state writer allows
         table = BytesIO()
         index = IdIndex(table, details, None)

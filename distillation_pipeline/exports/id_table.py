@@ -6,7 +6,7 @@ previous run's ids into a fresh table cost more than anything else in an increme
 instead the export state keeps this table beside its partition records, and an incremental
 run looks up only the rows it reads:
 
-- ``ids.bin``: a JSON header line (the partitions, by ordinal; which ids have duplicates and
+- ``ids.table``: a JSON header line (the partitions, by ordinal; which ids have duplicates and
   where), then four little-endian columns sorted by fingerprint: fingerprint (u64), partition
   ordinal (u32), position (u32), offset of the id's line in ``ids.details.jsonl`` (u64);
 - ``ids.details.jsonl``: ``[id, evidence id of its first copy]`` per line. A fingerprint match
@@ -29,7 +29,7 @@ from typing import IO
 import numpy as np
 import orjson
 
-TABLE_FILE = "ids.bin"
+TABLE_FILE = "ids.table"
 DETAILS_FILE = "ids.details.jsonl"
 _MASK64 = (1 << 64) - 1
 _START_SLOTS = 1 << 12
