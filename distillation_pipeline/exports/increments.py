@@ -34,7 +34,7 @@ import orjson
 
 from distillation_pipeline.exports.candidates import SourceFiles
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
-from distillation_pipeline.lib.digests import file_digests, remember_digests
+from distillation_pipeline.lib.digests import file_digests, file_entries, remember_digests
 from distillation_pipeline.lib.hashing import file_sha256
 from distillation_pipeline.lib.layout import Layout
 
@@ -139,8 +139,9 @@ class PrefixCheck:
 
     def prefetch(self, paths: list[Path]) -> None:
         before = {path: _state(path) for path in paths}
-        digests = file_digests(self._layout, [path for path, state in before.items() if state], persist=False)
-        for path, digest in digests.items():
+        # file_entries: one realpath per directory, not one per file (~800 partitions, two files each)
+        entries = file_entries(self._layout, [path for path, state in before.items() if state], persist=False)
+        for path, (_, _, digest) in entries.items():
             if _state(path) == before[path]:
                 self._whole[path] = (before[path], digest)  # type: ignore[assignment]
 
