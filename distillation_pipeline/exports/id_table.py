@@ -93,7 +93,9 @@ class IdTable:
         """Where ``key`` was first written, from which evidence, and its slot in the table;
         None if it never was (or only in a struck-out partition)."""
         fingerprints = self.fingerprints
-        slot = int(np.searchsorted(fingerprints, fp))
+        # np.uint64, not a Python int: numpy casts the whole column for an int below 2**63
+        # (~360 us a lookup at 670k ids, against ~1 us)
+        slot = int(fingerprints.searchsorted(np.uint64(fp)))
         while slot < len(fingerprints) and int(fingerprints[slot]) == fp:
             ordinal = int(self.partitions[slot])
             if not self._struck[ordinal]:
