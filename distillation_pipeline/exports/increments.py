@@ -21,9 +21,7 @@ else, and any doubt, means the partition is read from its first line: the state 
 never the truth, and the output is byte-identical to a run without it (tested).
 """
 
-import functools
 import hashlib
-import importlib.metadata
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,30 +33,10 @@ import orjson
 from distillation_pipeline.exports.candidates import SourceFiles
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
 from distillation_pipeline.lib.digests import file_digests, file_entries, remember_digests
-from distillation_pipeline.lib.hashing import file_sha256
+from distillation_pipeline.lib.hashing import code_digest, file_sha256
 from distillation_pipeline.lib.layout import Layout
 
 STATE_VERSION = 2  # 2: preference pairs kept per task (side file), not run refs per partition
-# Libraries whose behaviour shapes output bytes (serialisation, validation).
-_LIBRARIES = ("orjson", "pydantic", "pydantic_core")
-
-
-@functools.lru_cache(maxsize=1)
-def code_digest() -> str:
-    """The code that decides output bytes and verdicts: every module of the package and the
-    versions of the libraries that serialise and validate. Any change invalidates every
-    recorded prefix and every recorded verification (a deploy rebuilds once, then resumes).
-    Hashing only the export modules missed, e.g., a change in ``lib/jsonl.py`` (review)."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    for name in _LIBRARIES:
-        try:
-            digest.update(f"{name}=={importlib.metadata.version(name)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            digest.update(f"{name}==?".encode())
-    return digest.hexdigest()
 
 
 @dataclass

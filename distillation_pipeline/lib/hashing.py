@@ -6,7 +6,9 @@ orjson's OPT_SORT_KEYS sorts recursively; the stdlib fallback covers what orjson
 (integers beyond 64 bits), with the same separators.
 """
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 import orjson
 
 _CANON = orjson.OPT_SORT_KEYS
+# Libraries whose behaviour shapes output bytes and verdicts (serialisation, validation).
+_CODE_LIBRARIES = ("orjson", "pydantic", "pydantic_core")
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -61,4 +65,22 @@ def aggregate_hash(entries: Iterable[tuple[str, str]]) -> str:
         digest.update(b"\0")
         digest.update(file_hash.encode("ascii"))
         digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """The code that decides output bytes and verdicts: every module of the package and the
+    versions of the libraries that serialise and validate. The caches kept under
+    ``data/_state/`` are bound to it: any change means doing the work again (a deploy rebuilds
+    once, then resumes). Hashing only some modules missed, e.g., a change in ``lib/jsonl.py``."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in _CODE_LIBRARIES:
+        try:
+            digest.update(f"{name}=={importlib.metadata.version(name)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{name}==?".encode())
     return digest.hexdigest()

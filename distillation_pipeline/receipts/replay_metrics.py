@@ -13,9 +13,7 @@ still be being written) and never kept.
 The result is ``loop_metrics(layout)``, key for key and in the same order (a test holds it).
 """
 
-import functools
 import hashlib
-import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,26 +23,12 @@ from pydantic import ValidationError
 
 from distillation_pipeline.lib.atomic import atomic_write_bytes
 from distillation_pipeline.lib.digests import file_digests
+from distillation_pipeline.lib.hashing import code_digest
 from distillation_pipeline.lib.jsonl import iter_raw_line_tuples
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import ReplayRun
 
 STATE_VERSION = 1
-_LIBRARIES = ("orjson", "pydantic", "pydantic_core")
-
-
-@functools.lru_cache(maxsize=1)
-def _code() -> str:
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    for name in _LIBRARIES:
-        try:
-            digest.update(f"{name}=={importlib.metadata.version(name)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            digest.update(f"{name}==?".encode())
-    return digest.hexdigest()
 
 
 def state_path(layout: Layout) -> Path:
@@ -157,7 +141,7 @@ def _load_state(layout: Layout) -> tuple[int, str, Counts] | None:
         state = orjson.loads(state_path(layout).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("code") != _code():
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("code") != code_digest():
         return None
     end, sha, counts = state.get("prefix_end"), state.get("prefix_sha256"), Counts.from_json(state.get("counts"))
     if type(end) is not int or end < 0 or not isinstance(sha, str) or counts is None:
@@ -224,7 +208,7 @@ def replay_loop_metrics(layout: Layout, *, persist: bool = True) -> dict[str, fl
     if persist and layout.state_dir.is_dir() and (state is None or committed_end != state[0] or start != state[0]):
         payload = {
             "version": STATE_VERSION,
-            "code": _code(),
+            "code": code_digest(),
             "prefix_end": committed_end,
             "prefix_sha256": hasher.hexdigest(),
             "counts": kept.to_json(),
