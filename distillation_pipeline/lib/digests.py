@@ -68,6 +68,24 @@ def _store(layout: Layout, stored: dict[str, list]) -> None:
         _LOADED[path] = (key, live)
 
 
+def _cached_sha256(path: Path, rel: str, stat: os.stat_result, stored: dict[str, list]) -> tuple[str, bool]:
+    """The file's sha256 from this process's memory or the on-disk cache while its (size, mtime,
+    inode, ctime) still match, else from its bytes; and whether ``stored`` was updated."""
+    key = _key(rel, stat)
+    digest = _MEMORY.get(key)
+    if digest is None:
+        entry = stored.get(rel)
+        if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
+            digest = entry[-1]
+        else:
+            digest = file_sha256(path)
+    _MEMORY[key] = digest
+    if stored.get(rel) == [*key[1:], digest]:
+        return digest, False
+    stored[rel] = [*key[1:], digest]
+    return digest, True
+
+
 def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> dict[Path, str]:
     """sha256 for each existing file in ``paths``; the on-disk cache is updated if it changed.
 
@@ -82,19 +100,8 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
             stat = os.stat(path)
         except FileNotFoundError:
             continue
-        rel = layout.relative(path)
-        key = _key(rel, stat)
-        digest = _MEMORY.get(key)
-        if digest is None:
-            entry = stored.get(rel)
-            if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
-                digest = entry[-1]
-            else:
-                digest = file_sha256(path)
-        _MEMORY[key] = digest
-        if stored.get(rel) != [*key[1:], digest]:
-            stored[rel] = [*key[1:], digest]
-            changed = True
+        digest, fresh = _cached_sha256(path, layout.relative(path), stat, stored)
+        changed |= fresh
         result[path] = digest
     if changed and persist:
         _store(layout, stored)
@@ -150,18 +157,8 @@ def file_entries(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
         if found is None:
             continue
         rel, stat = found
-        key = _key(rel, stat)
-        digest = _MEMORY.get(key)
-        if digest is None:
-            entry = stored.get(rel)
-            if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
-                digest = entry[-1]
-            else:
-                digest = file_sha256(path)
-        _MEMORY[key] = digest
-        if stored.get(rel) != [*key[1:], digest]:
-            stored[rel] = [*key[1:], digest]
-            changed = True
+        digest, fresh = _cached_sha256(path, rel, stat, stored)
+        changed |= fresh
         result[path] = (rel, stat.st_size, digest)
     if changed and persist:
         _store(layout, stored)
