@@ -21,13 +21,15 @@ its first copies struck out, and the partitions holding their duplicates are rea
 """
 
 import hashlib
-import os
 from array import array
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import orjson
+
+from distillation_pipeline.exports.increments import copy_range
+from distillation_pipeline.lib.jsonl import pread_line
 
 TABLE_FILE = "ids.table"
 DETAILS_FILE = "ids.details.jsonl"
@@ -70,6 +72,7 @@ class IdTable:
         self.fingerprints, self.partitions, self.positions, self.offsets = columns
         self._ordinal = {relative: i for i, relative in enumerate(self.relatives)}
         self._struck = np.zeros(len(self.relatives), dtype=bool)
+        self._details_path = details
         self._details = open(details, "rb")
 
     def __len__(self) -> int:
@@ -109,25 +112,12 @@ class IdTable:
         return None
 
     def _read(self, offset: int) -> tuple[str, str]:
-        chunk = b""
-        while b"\n" not in chunk:
-            more = os.pread(self._details.fileno(), 256, offset + len(chunk))
-            if not more:
-                break
-            chunk += more
-        key, evidence = orjson.loads(chunk.split(b"\n", 1)[0])
+        key, evidence = orjson.loads(pread_line(self._details.fileno(), offset))
         return key, evidence
 
     def copy_details(self, sink: IO[bytes]) -> None:
         """The previous details, verbatim, so their offsets hold in the new table."""
-        left, offset = self.details_bytes, 0
-        while left:
-            chunk = os.pread(self._details.fileno(), min(left, 1 << 22), offset)
-            if not chunk:
-                raise OSError("id details are shorter than their table says")
-            sink.write(chunk)
-            offset += len(chunk)
-            left -= len(chunk)
+        copy_range(self._details_path, 0, self.details_bytes, sink)
 
     def kept(self, replaced: list[int]) -> np.ndarray:
         """Rows of the old table the new one keeps: not struck out, not replaced this run."""
@@ -229,13 +219,7 @@ class IdIndex:
     def _read(self, offset: int) -> tuple[str, str]:
         self._flush()
         self._details.flush()
-        chunk = b""
-        while b"\n" not in chunk:
-            more = os.pread(self._details.fileno(), 256, offset + len(chunk))
-            if not more:
-                break
-            chunk += more
-        key, evidence = orjson.loads(chunk.split(b"\n", 1)[0])
+        key, evidence = orjson.loads(pread_line(self._details.fileno(), offset))
         return key, evidence
 
     def finish(self) -> None:

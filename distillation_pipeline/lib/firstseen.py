@@ -9,12 +9,13 @@ match is confirmed against that line, so the answer is exact; the rare id whose 
 collides with another id's lives in a small dict.
 """
 
-import os
 from array import array
 import tempfile
 from pathlib import Path
 
 import orjson
+
+from distillation_pipeline.lib.jsonl import pread_line
 
 _START_SLOTS = 1 << 16
 _MASK64 = (1 << 64) - 1
@@ -99,13 +100,7 @@ class FirstSeen:
 
     def _read(self, offset: int) -> tuple[str, str]:
         self._flush()
-        chunk = b""
-        while b"\n" not in chunk:
-            more = os.pread(self._spill.fileno(), 4096, offset + len(chunk))
-            if not more:
-                break
-            chunk += more
-        key, value = orjson.loads(chunk.split(b"\n", 1)[0])
+        key, value = orjson.loads(pread_line(self._spill.fileno(), offset, block=4096))
         return key, value
 
     def _grow(self) -> None:

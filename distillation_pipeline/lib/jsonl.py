@@ -5,6 +5,7 @@ caller decides what is malformed and the offset stays exact for provenance round
 """
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,19 @@ def read_line_at(path: Path, offset: int, limit: int = 1 << 26) -> bytes:
                 break
             buf += chunk
     return _clean(bytes(buf), offset)
+
+
+def pread_line(fd: int, offset: int, block: int = 256) -> bytes:
+    """The bytes from ``offset`` to the next newline (or the end) of an open file, without the
+    newline: for short lines read back by offset from a file still being written (no seek, so
+    the writer's position is untouched)."""
+    chunk = b""
+    while b"\n" not in chunk:
+        more = os.pread(fd, block, offset + len(chunk))
+        if not more:
+            break
+        chunk += more
+    return chunk.split(b"\n", 1)[0]
 
 
 def iter_json_rows(path: Path) -> Iterator[dict[str, Any]]:
