@@ -33,7 +33,7 @@ import orjson
 from distillation_pipeline.exports.candidates import SourceFiles
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
 from distillation_pipeline.lib.digests import file_digests, file_entries, remember_digests
-from distillation_pipeline.lib.hashing import code_digest, file_sha256
+from distillation_pipeline.lib.hashing import HashingSink, code_digest, file_sha256
 from distillation_pipeline.lib.layout import Layout
 
 STATE_VERSION = 2  # 2: preference pairs kept per task (side file), not run refs per partition
@@ -335,23 +335,20 @@ class StateWriter:
         self._header = _expected_header(layout, dataset, options, code)
         layout.export_state_dir.mkdir(parents=True, exist_ok=True)
         self._writer = atomic_writer(_parts_path(layout, dataset))
-        self._handle = self._writer.__enter__()
-        self._digest = hashlib.sha256()
-        self._sides: dict[str, tuple[Any, Any]] = {}  # name -> (atomic writer, hashing handle)
+        self._handle = HashingSink(self._writer.__enter__())
+        self._sides: dict[str, tuple[Any, HashingSink]] = {}  # name -> (atomic writer, its sink)
 
-    def side_file(self, name: str) -> Any:
+    def side_file(self, name: str) -> HashingSink:
         """A file of this dataset's own to keep beside the partition records (e.g. preference
         pairs per task). Written to a temporary file; committed with the header, which names
         its sha256, so a crash between the two leaves a state the next run refuses."""
         writer = atomic_writer(_side_path(self._layout, self._dataset, name))
-        sink = _HashingFile(writer.__enter__())
+        sink = HashingSink(writer.__enter__())  # read back while written (id index): mkstemp opens read-write
         self._sides[name] = (writer, sink)
         return sink
 
     def add(self, record: PartitionRecord) -> None:
-        data = record.to_json()
-        self._digest.update(data)
-        self._handle.write(data)
+        self._handle.write(record.to_json())
 
     def commit(self, output_digests: dict[Path, str], copied_verified: bool = False) -> None:
         """Parts file, then the header naming its sha256 and the outputs': a crash in between is caught."""
@@ -361,11 +358,11 @@ class StateWriter:
         for name, (writer, sink) in self._sides.items():
             writer.__exit__(None, None, None)
             sides[name] = sink.hexdigest()
-        remember_digests(self._layout, {parts: self._digest.hexdigest(),
+        remember_digests(self._layout, {parts: self._handle.hexdigest(),
                                         **{_side_path(self._layout, self._dataset, n): d for n, d in sides.items()}})  # fmt: skip
         header = {
             **self._header,
-            "parts_sha256": self._digest.hexdigest(),
+            "parts_sha256": self._handle.hexdigest(),
             "side_sha256": sides,
             "outputs": {self._layout.relative(path): digest for path, digest in output_digests.items()},
             "output_order": [self._layout.relative(path) for path in output_digests],
@@ -380,27 +377,6 @@ class StateWriter:
         for writer, _ in self._sides.values():
             writer.__exit__(RuntimeError, exc, None)
         _header_path(self._layout, self._dataset).unlink(missing_ok=True)
-
-
-class _HashingFile:
-    """Writes through to a file and hashes what it wrote (a side file's sha256 for the header)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        return self._inner.write(data)
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-    def fileno(self) -> int:  # read back while written (exports/id_table.py): mkstemp opens read-write
-        return self._inner.fileno()
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------

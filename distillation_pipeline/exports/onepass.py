@@ -14,12 +14,11 @@ prompt and response pay once.
 """
 
 import contextlib
-import hashlib
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+
 
 from distillation_pipeline.exports.candidates import (
     Broken,
@@ -46,28 +45,10 @@ from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import open_outputs
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.lib.digests import remember_digests
+from distillation_pipeline.lib.hashing import HashingSink
 from distillation_pipeline.lib.layout import Layout
 
 HALLUCINATION_CHECK = "hallucinated_file_path"
-
-
-class HashingSink:
-    """Passes writes through and hashes them: each output's sha256 without reading it back."""
-
-    __slots__ = ("_inner", "_digest", "size")
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self._inner = inner
-        self._digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        self.size += len(data)
-        return self._inner.write(data)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
 
 
 class Participant:

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -84,3 +84,29 @@ def code_digest() -> str:
         except importlib.metadata.PackageNotFoundError:
             digest.update(f"{name}==?".encode())
     return digest.hexdigest()
+
+
+class HashingSink:
+    """Passes writes through to a file and hashes them: its sha256 and size without reading it
+    back. ``flush``/``fileno`` let a writer read back what it wrote (the exports' id index)."""
+
+    __slots__ = ("_inner", "_digest", "size")
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        return self._inner.write(data)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
