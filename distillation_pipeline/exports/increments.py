@@ -7,15 +7,17 @@ previous export already turned into bytes. For every dataset and partition the e
 
 - how many positions it read, and the length and sha256 of both files it read them from;
 - where that partition's bytes sit in each output file it wrote (byte ranges);
-- its counts, and what later partitions depend on: for RAG and SFT the (row id, evidence id,
-  first evidence id if a duplicate) of every built row, for preference the pairing references
-  of its usable runs.
+- its counts.
+
+What spans partitions is kept beside the records, in side files the header names by sha256
+(``StateWriter.side_file``): RAG and SFT their ids (``exports/id_table.py``), preference its
+pairs per task (``exports/preference.py``).
 
 The next run reuses a partition's prefix only when all of it still holds: the files still
 start with exactly those bytes (sha256 of the prefix), the previous outputs are exactly the
 bytes that state describes (sha256 in the header, ``<dataset>.json``), the options, the
-repository manifest and the export code are the same, and, for RAG and SFT, every row of the
-prefix meets the same duplicate verdict against what came before it. Then the prefix's output
+repository manifest and the export code are the same, and the dataset agrees (for RAG and SFT:
+no row read this run took the place of one of the prefix's first copies). Then the prefix's output
 bytes are copied from the previous file and only the positions after it are parsed. Anything
 else, and any doubt, means the partition is read from its first line: the state is a cache,
 never the truth, and the output is byte-identical to a run without it (tested).
@@ -51,7 +53,6 @@ class PartitionRecord:
     scored_sha256: str
     ranges: list[list[int]]  # per output file of the dataset: [start, end) of this partition's bytes
     counts: dict[str, Any]
-    events: list[Any] = field(default_factory=list)
     # per output file: the bytes of this partition copied this run from a previous output ([]
     # if none); if the header says those outputs had passed the firewall check
     # (``copied_verified``), the check need not rescan them
@@ -73,7 +74,7 @@ class FileWindow:
 
 
 def partition_window(
-    layout: Layout, source: SourceFiles, positions: int, sizes: tuple[int, int], prefixes: "PrefixCheck | None" = None
+    source: SourceFiles, positions: int, sizes: tuple[int, int], prefixes: "PrefixCheck"
 ) -> FileWindow | None:
     """The window a run just read, if a later run could reuse it: whole lines in both files.
 
@@ -83,7 +84,6 @@ def partition_window(
     evidence_size, scored_size = sizes
     if not _ends_with_newline(source.evidence, evidence_size) or not _ends_with_newline(source.scored, scored_size):
         return None
-    prefixes = prefixes or PrefixCheck(layout)
     evidence_sha256 = prefixes.sha256(source.evidence, evidence_size)
     scored_sha256 = prefixes.sha256(source.scored, scored_size)
     if evidence_sha256 is None or scored_sha256 is None:
@@ -253,7 +253,6 @@ class StateReader:
     def __init__(self, layout: Layout, dataset: str, options: dict[str, Any], outputs: list[Path], code: str) -> None:
         self._records: Iterator[PartitionRecord] = iter(())
         self._next: PartitionRecord | None = None
-        self.old_outputs: list[Path] = outputs
         self.valid = False
         self._claimed = False
         self._old: dict[Path, OldOutput] = {}

@@ -63,7 +63,6 @@ class Participant:
         self.result = result
         self.outputs = outputs
         self.manifest: RepoManifest | None = None
-        self._events: list = []  # what later partitions depend on, this partition's (increments.py)
         self._begin_counts: dict = {}
 
     def ineligible(self, stream: str, count: int) -> None:
@@ -71,7 +70,6 @@ class Participant:
         self.result.count_ineligible(stream, count)
 
     def begin_partition(self) -> None:
-        self._events = []
         self._begin_counts = counts_of(self.result, self.COUNTED)
 
     def partition_counts(self) -> dict:
@@ -232,7 +230,7 @@ class _Pass:
         self._count_for_the_others(source, takers, count)
         stable = aligned and None not in before and _file_states(source) == before
         sizes = (before[0][0], before[1][0]) if stable else (0, 0)  # type: ignore[index]
-        window = partition_window(self.layout, source, count, sizes, self.prefixes) if stable else None
+        window = partition_window(source, count, sizes, self.prefixes) if stable else None
         if window is not None:
             for participant in takers:
                 yield participant, participant.end_partition(source.relative, window)

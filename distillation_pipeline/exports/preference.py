@@ -124,7 +124,7 @@ class PreferenceExport(Participant):
 
     def __init__(self, result: ExportResult, layout: Layout, max_pairs_per_task: int) -> None:
         outputs = [layout.preference_file, layout.preference_openai_file, layout.quarantine_file("preference")]
-        super().__init__(result, outputs)  # events: this partition's run refs, for the next run
+        super().__init__(result, outputs)
         self.max_pairs_per_task = max_pairs_per_task
         self._runs = RunRefSpill()  # grouped by task on disk: memory stays flat
         self._layout = layout

@@ -4,7 +4,7 @@ Pairing works per task in sorted task-id order, but runs arrive in partition ord
 usable run must be kept until all are seen. Kept in memory that was ~450 bytes per run
 (~450 MB at a million runs, the pipeline's peak). ``RunRefSpill`` keeps at most
 ``chunk_runs`` of them: each full chunk is sorted by (task id, arrival) and written to an
-unlinked temporary file; ``by_task`` merges the sorted chunks (``heapq.merge``) and yields
+unlinked temporary file; ``by_task_encoded`` merges the sorted chunks (``heapq.merge``) and yields
 each task's runs in arrival order, exactly what ``dict.setdefault(task, []).append`` then
 ``sorted(tasks)`` gave. Memory is one chunk plus one buffered line per chunk file.
 """
@@ -60,9 +60,9 @@ def micros(moment: datetime) -> int:
 class RunRefSpill:
     """Runs grouped by task, with at most ``chunk_runs`` of them in memory at a time.
 
-    Runs wait in their encoded form (``encode_ref``: what the export state stores too), so a
-    run taken from the previous run's state is never decoded and re-encoded; each is decoded
-    once, when its task comes up.
+    Runs wait in their encoded form (JSON-ready values, ``decode_ref``: what the export state
+    stores too), so a run taken from the previous run's state is never decoded and re-encoded;
+    each is decoded once, when its task comes up.
     """
 
     def __init__(self, chunk_runs: int | None = None) -> None:
@@ -72,11 +72,8 @@ class RunRefSpill:
         self._sources: dict[str, SourceFiles] = {}  # a file's runs share one SourceFiles
         self._arrivals = 0
 
-    def add(self, task_id: str, run: RunRef) -> None:
-        self.add_encoded(run.source, encode_ref(task_id, run))
-
     def add_encoded(self, source: SourceFiles, encoded: list) -> None:
-        """A run in ``encode_ref`` form (its first value is the task id) from ``source``."""
+        """A run in its encoded form (``decode_ref``; its first value is the task id) from ``source``."""
         self._sources.setdefault(source.relative, source)
         self._chunk.append((encoded[0], self._arrivals, source.relative, encoded))
         self._arrivals += 1
@@ -91,14 +88,6 @@ class RunRefSpill:
         handle.seek(0)
         self._files.append(handle)
         self._chunk = []
-
-    def by_task(self) -> Iterator[tuple[str, list[RunRef]]]:
-        """(task id, its runs in arrival order), in sorted task-id order; then the spill is gone."""
-        for task_id, group in self.by_task_encoded():
-            yield task_id, [decode_ref(encoded, self._sources[relative])[1] for relative, encoded in group]
-
-    def source(self, relative: str) -> SourceFiles:
-        return self._sources[relative]
 
     def by_task_encoded(self) -> Iterator[tuple[str, list[tuple[str, list]]]]:
         """(task id, its runs as (partition, encoded ref) in arrival order), in sorted task-id order."""
@@ -124,15 +113,6 @@ class RunRefSpill:
         for line in handle:
             arrival, relative, *encoded = orjson.loads(line)
             yield encoded[0], arrival, relative, encoded
-
-
-def encode_ref(task_id: str, run: RunRef) -> list:
-    """A run ref as JSON-ready values (its partition file is known from where it is stored)."""
-    return [
-        task_id, run.evidence_id, run.stream, run.category, run.index, run.offset,
-        run.prompt_digest.hex() if run.prompt_digest is not None else None, run.response_digest.hex(),
-        micros(run.recorded_at), run.scorer_version,
-    ]  # fmt: skip
 
 
 def decode_ref(row: list, source: SourceFiles) -> tuple[str, RunRef]:
