@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from distillation_pipeline.exports import id_table
 from distillation_pipeline.exports.id_table import IdIndex, IdTable, fingerprint
+from distillation_pipeline_tests.test_firstseen import reference  # a dict of first values: the oracle
 
 ids = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)  # tabs and newlines too
 
@@ -21,15 +22,6 @@ def offer_all(index: IdIndex, pairs: list[tuple[str, str]], fp=fingerprint) -> l
         if first is None:
             index.add(key, fp(key), ("2026/01/01/s.jsonl", position), evidence)
         answers.append(first)
-    return answers
-
-
-def reference(pairs: list[tuple[str, str]]) -> list[str | None]:
-    seen: dict[str, str] = {}
-    answers = []
-    for key, value in pairs:
-        answers.append(seen.get(key))
-        seen.setdefault(key, value)
     return answers
 
 

@@ -70,6 +70,28 @@ def _assert_same(disk: DiskParentIndex, memory: ParentIndex, keys: list[tuple[st
     assert disk.parents == memory.parents
 
 
+def _built_then_updated(tmp_path: Path, state: Path, first: list, *batches: list) -> object:
+    """Build an index of ``first`` into ``state``, then add each batch as a later run would."""
+    built = _built(tmp_path / "build", first)
+    entry = built.persist(state, None)
+    built.close()
+    for batch in batches:
+        stored = DiskParentIndex.stored(state, entry)
+        for row in batch:
+            stored.add(*row)
+        entry = stored.persist(state, entry)
+        stored.close()
+    return entry
+
+
+def _assert_stored_same(state: Path, entry: object, parents: list) -> None:
+    final = DiskParentIndex.stored(state, entry)
+    try:
+        _assert_same(final, _memory(parents), _all_keys(parents))
+    finally:
+        final.close()
+
+
 @pytest.fixture(autouse=True)
 def small_spill(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parentstore, "_SPILL_ENTRIES", 64)  # many spill runs, even for a small test
@@ -88,22 +110,9 @@ def test_a_built_index_judges_every_key_as_the_memory_index_does(tmp_path: Path)
 
 def test_a_stored_index_updated_twice_equals_the_memory_index_of_all_rows(tmp_path: Path) -> None:
     parents = _parents(2, 1200)
-    first, second, third = parents[:700], parents[700:1000], parents[1000:]
     state = tmp_path / "state"
-    built = _built(tmp_path / "build", first)
-    entry = built.persist(state, None)
-    built.close()
-    for batch in (second, third):
-        stored = DiskParentIndex.stored(state, entry)
-        for row in batch:
-            stored.add(*row)
-        entry = stored.persist(state, entry)
-        stored.close()
-    final = DiskParentIndex.stored(state, entry)
-    try:
-        _assert_same(final, _memory(parents), _all_keys(parents))
-    finally:
-        final.close()
+    entry = _built_then_updated(tmp_path, state, parents[:700], parents[700:1000], parents[1000:])
+    _assert_stored_same(state, entry, parents)
 
 
 def test_an_unchanged_index_is_not_rewritten(tmp_path: Path) -> None:
@@ -143,19 +152,8 @@ def test_colliding_digests_are_told_apart_by_the_stored_key(tmp_path: Path, monk
     monkeypatch.setattr(parentstore, "key_digest", lambda text: len(text) % 3)  # almost every key collides
     parents = _parents(4, 600)
     state = tmp_path / "state"
-    built = _built(tmp_path / "build", parents[:400])
-    entry = built.persist(state, None)
-    built.close()
-    stored = DiskParentIndex.stored(state, entry)
-    for row in parents[400:]:
-        stored.add(*row)
-    entry = stored.persist(state, entry)
-    stored.close()
-    final = DiskParentIndex.stored(state, entry)
-    try:
-        _assert_same(final, _memory(parents), _all_keys(parents))
-    finally:
-        final.close()
+    entry = _built_then_updated(tmp_path, state, parents[:400], parents[400:])
+    _assert_stored_same(state, entry, parents)
 
 
 def test_a_damaged_record_is_a_state_error_not_a_wrong_answer(tmp_path: Path) -> None:
