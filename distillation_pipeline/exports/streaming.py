@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pydantic import BaseModel
 
@@ -102,6 +103,7 @@ class RowExport(Participant):
         self._table: IdTable | None = None  # the previous run's ids (incremental runs)
         self._ids: IdIndex | None = None  # this run's first copies (``attach_state``)
         self._dirty: set[str] = set()  # partitions whose bytes a row read this run changes
+        self._scratch: IO[bytes] | None = None  # a dry run's unlinked details file
 
     def open(self, sinks: list[HashingSink]) -> None:
         self._sinks = sinks
@@ -183,7 +185,6 @@ class RowExport(Participant):
                 self._table = IdTable(table, details)
             except (OSError, ValueError, KeyError, TypeError):
                 self._table = None  # unreadable: read everything, as with no state
-        self._scratch = None
         if writer is not None:
             self._ids = IdIndex(writer.side_file(TABLE_FILE), writer.side_file(DETAILS_FILE), self._table)
         else:  # a dry run: the ids wait in an unlinked file, no table is kept
