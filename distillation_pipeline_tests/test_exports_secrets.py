@@ -71,7 +71,7 @@ def test_detection_names_the_field_never_the_value() -> None:
 
 
 def test_clean_rows_are_fast_enough_for_a_million() -> None:
-    """~15 µs a 400-char row here; the bound is loose so a slow CI machine does not flake."""
+    """~5 µs a 400-char row here; the bound is loose so a slow CI machine does not flake."""
     rng = random.Random(7)
     words = "the fix router provider cache key token retry handler tests pass build verify module".split()
     rows = [" ".join(rng.choice(words) for _ in range(60)) for _ in range(2000)]
