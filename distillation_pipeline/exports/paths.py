@@ -85,15 +85,30 @@ def _cited_paths(text: str) -> tuple[str, ...]:
         text = _URL.sub(" ", text)
     if "--- a/" in text or "+++ b/" in text or "diff --git" in text:
         text = _DIFF_PREFIX.sub(lambda m: f"{m.group(1)} " if m.group(1) else "", text)
+    # A candidate holds a "/" and no whitespace, so it lies inside one whitespace-free token that
+    # has a "/": only those are scanned, not every word start of the text. Same matches: a token
+    # starts after whitespace, which the lookbehind admits as it does the start of the token, and
+    # inside a token the lookbehind sees the same characters as in the whole text.
     found: set[str] = set()
-    for match in _CANDIDATE.finditer(text):
-        path = _normalise(match.group(1))  # a ":line" suffix is already outside the match
-        components = path.split("/")
-        if len(components) < 2 or any(not part or part in (".", "..") for part in components):
-            continue
-        if _is_file_name(components[-1]):
-            found.add(path)
+    for token in text.split():
+        if "/" in token:
+            for candidate in _CANDIDATE.findall(token):
+                path = _file_path(candidate)
+                if path is not None:
+                    found.add(path)
     return tuple(sorted(found))
+
+
+# Texts cite the same files again and again (the repository's), so a candidate's verdict is
+# remembered: a hit costs a hash, several times less than normalising and checking the name.
+@functools.lru_cache(maxsize=4096)
+def _file_path(candidate: str) -> str | None:
+    """The repo-relative file path a candidate names, or None when it names no file."""
+    path = _normalise(candidate)  # a ":line" suffix is already outside the candidate
+    components = path.split("/")
+    if len(components) < 2 or "" in components or "." in components or ".." in components:
+        return None
+    return path if _is_file_name(components[-1]) else None
 
 
 @dataclass(frozen=True)
