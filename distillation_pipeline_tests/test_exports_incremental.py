@@ -131,7 +131,7 @@ def test_other_options_a_deleted_partition_an_edited_output_or_a_broken_state_re
     victim.unlink()
     (layout.scored_dir / victim.relative_to(layout.evidence_dir)).unlink()
     export_all(layout)
-    assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh2")
+    assert tree_bytes(layout.exports_dir) == _fresh_with_its_manifest(layout, tmp_path / "fresh2")
 
     with open(layout.rag_file, "ab") as handle:  # an output changed behind the exporter's back
         handle.write(b"{}\n")
@@ -493,3 +493,83 @@ def test_id_table_answers_are_exact_when_every_fingerprint_collides(tmp_path: Pa
     results = export_all(layout)
     assert results["rag"].reused_positions > 0
     assert tree_bytes(layout.exports_dir) == fresh_export(layout, tmp_path / "fresh")
+
+
+def _collected_scored_exported(root: Path, rows: int, seed: int) -> Layout:
+    from distillation_pipeline.evidence.collect import collect
+    from distillation_pipeline.sample import generate_substrate
+    from distillation_pipeline.scoring import score_evidence_tree
+
+    generate_substrate(root, rows=rows, seed=seed)
+    layout = Layout.at(root)
+    collect(layout, recorded_at=later(0))
+    score_evidence_tree(layout)
+    export_all(layout)
+    return layout
+
+
+def _append_sources(layout: Layout, scratch: Path, tag: str) -> None:
+    """About 120 new rows at the end of every source file, dated over the same window."""
+    from distillation_pipeline.sample import generate_substrate
+
+    generate_substrate(scratch, rows=120, seed=11, mess=False)
+    for new in sorted(Layout.at(scratch).kb_dir.glob("*.jsonl")):
+        rows = [orjson.loads(line) for line in new.read_bytes().splitlines() if line.strip()]
+        renamed = [
+            {k: f"{tag}{v}" if (k == "id" or k.endswith("_id")) and isinstance(v, str) else v for k, v in row.items()}
+            for row in rows
+        ]
+        with open(layout.kb_dir / new.name, "ab") as handle:
+            handle.write(b"".join(orjson.dumps(row) + b"\n" for row in renamed))
+
+
+def _fresh_with_its_manifest(layout: Layout, scratch: Path) -> dict[Path, bytes]:
+    other = Layout.at(scratch)
+    shutil.copytree(layout.evidence_dir, other.evidence_dir)
+    shutil.copytree(layout.scored_dir, other.scored_dir)
+    other.repo_manifest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(layout.repo_manifest, other.repo_manifest)
+    assert all(result.reused_positions == 0 for result in export_all(other).values())
+    return tree_bytes(other.exports_dir)
+
+
+def test_the_export_takes_the_prefixes_the_score_stage_proved_and_rehashes_a_changed_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Score hashes each grown evidence prefix and writes each grown scored file over its old
+    bytes; the export reuses those digests instead of reading the prefixes again, but only while
+    the file is the one they were taken from."""
+    from distillation_pipeline.evidence.collect import collect
+    from distillation_pipeline.exports import increments
+    from distillation_pipeline.scoring import score_evidence_tree
+
+    layout = _collected_scored_exported(tmp_path / "root", rows=600, seed=5)
+    _append_sources(layout, tmp_path / "more", "late-")
+    collect(layout, recorded_at=later(1))
+    score_evidence_tree(layout)
+    hashed: list[Path] = []
+    real = increments._sha256_of_prefix
+    monkeypatch.setattr(increments, "_sha256_of_prefix", lambda lay, path, length: hashed.append(path) or real(lay, path, length))
+    results = export_all(layout)
+    assert results["rag"].reused_positions > 0
+    assert hashed == []  # every grown partition's prefixes came from the score stage
+    assert tree_bytes(layout.exports_dir) == _fresh_with_its_manifest(layout, tmp_path / "fresh")
+
+    # A grown partition whose evidence prefix is edited in place after scoring (same size, mtime
+    # put back): the recorded prefix no longer matches the file's stat, so it is hashed again.
+    import os
+
+    _append_sources(layout, tmp_path / "more2", "later-")
+    collect(layout, recorded_at=later(2))
+    score_evidence_tree(layout)
+    grown = [path for path in sorted(layout.evidence_dir.rglob("*.jsonl")) if b'"later-' in path.read_bytes()]
+    edited = grown[0]
+    stat = os.stat(edited)
+    data = edited.read_bytes()
+    at = data.index(b"a", 200)  # an ASCII letter early in the prefix, so the size stays the same
+    edited.write_bytes(data[:at] + b"b" + data[at + 1 :])
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hashed.clear()
+    export_all(layout)
+    assert edited in hashed
+    assert tree_bytes(layout.exports_dir) == _fresh_with_its_manifest(layout, tmp_path / "fresh2")

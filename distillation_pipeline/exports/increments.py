@@ -34,7 +34,7 @@ import orjson
 
 from distillation_pipeline.exports.candidates import SourceFiles
 from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
-from distillation_pipeline.lib.digests import file_digests, file_entries, remember_digests
+from distillation_pipeline.lib.digests import file_digests, file_entries, prefix_entries, remember_digests
 from distillation_pipeline.lib.hashing import HashingSink, code_digest, file_sha256
 from distillation_pipeline.lib.layout import Layout
 
@@ -106,22 +106,26 @@ class PrefixCheck:
     """Does a partition's file still start with the bytes a record says? Memoised per run.
 
     ``prefetch`` looks every whole file up in the digest cache in one call (one load of the
-    cache, not one per file); a whole-file answer is used only while the file's (size, mtime,
-    inode, ctime) are still the ones it was taken under.
+    cache, not one per file), and every prefix the score stage recorded as it hashed it
+    (``lib.digests.prefix_entries``); either answer is used only while the file's (size, mtime,
+    inode, ctime) are still the ones it was taken under. Anything else is hashed from the bytes.
     """
 
     def __init__(self, layout: Layout) -> None:
         self._layout = layout
         self._known: dict[tuple[Path, int], str | None] = {}
         self._whole: dict[Path, tuple[tuple, str]] = {}
+        self._prefix: dict[Path, tuple[tuple, int, str]] = {}
 
     def prefetch(self, paths: list[Path]) -> None:
         before = {path: _state(path) for path in paths}
+        existing = [path for path, state in before.items() if state]
         # file_entries: one realpath per directory, not one per file (~800 partitions, two files each)
-        entries = file_entries(self._layout, [path for path, state in before.items() if state], persist=False)
+        entries = file_entries(self._layout, existing, persist=False)
         for path, (_, _, digest) in entries.items():
             if _state(path) == before[path]:
                 self._whole[path] = (before[path], digest)  # type: ignore[assignment]
+        self._prefix.update(prefix_entries(self._layout, existing))
 
     def holds(self, source: SourceFiles, record: PartitionRecord) -> bool:
         return (
@@ -137,7 +141,11 @@ class PrefixCheck:
                 return whole[1]
         key = (path, length)
         if key not in self._known:
-            self._known[key] = _sha256_of_prefix(self._layout, path, length)
+            prefix = self._prefix.get(path)
+            if prefix is not None and prefix[1] == length and _state(path) == prefix[0]:
+                self._known[key] = prefix[2]
+            else:
+                self._known[key] = _sha256_of_prefix(self._layout, path, length)
         return self._known[key]
 
 

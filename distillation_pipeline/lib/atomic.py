@@ -8,6 +8,7 @@ and ``repair_torn_tail`` cuts a tail left without its newline by a writer that d
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -131,6 +132,12 @@ def sweep_temp_files(directories: list[Path]) -> list[Path]:
     return removed
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _copy_prefix(source: Path, target_fd: int, length: int) -> None:
     """The first ``length`` bytes of ``source`` into ``target_fd`` (in the kernel where it can)."""
     with open(source, "rb") as handle:
@@ -193,11 +200,37 @@ class BatchedReplace:
         try:
             if keep_prefix_of is not None and prefix_length:
                 _copy_prefix(keep_prefix_of, fd, prefix_length)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         finally:
             os.close(fd)
+
+    def stage_hashed(
+        self, target: Path, data: bytes, keep_prefix_of: Path | None = None, prefix_length: int = 0
+    ) -> tuple[str | None, str]:
+        """``stage``, hashing as it writes: (sha256 of the kept prefix, or None if there is none;
+        sha256 of the whole new content). The prefix goes through user space to be hashed, which
+        costs less than the kernel copy plus reading the new file back for its digest."""
+        fd, tmp = self._open_temp(target)
+        self._staged.append((tmp, target))
+        digest = hashlib.sha256()
+        prefix_sha256 = None
+        try:
+            if keep_prefix_of is not None and prefix_length:
+                with open(keep_prefix_of, "rb") as handle:
+                    remaining = prefix_length
+                    while remaining > 0:
+                        chunk = handle.read(min(remaining, 1 << 22))
+                        if not chunk:
+                            raise OSError(f"{keep_prefix_of} is shorter than the {prefix_length} bytes to copy")
+                        digest.update(chunk)
+                        _write_all(fd, chunk)
+                        remaining -= len(chunk)
+                prefix_sha256 = digest.hexdigest()
+            digest.update(data)
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        return prefix_sha256, digest.hexdigest()
 
     def commit(self) -> None:
         if not self._staged:

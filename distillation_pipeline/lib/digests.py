@@ -177,3 +177,68 @@ def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
         _MEMORY[key] = digest
         stored[key[0]] = [*key[1:], digest]
     _store(layout, stored)
+
+
+# ---------------------------------------------------------------------------------------------
+# prefix digests
+# ---------------------------------------------------------------------------------------------
+# The export proves that a partition's evidence and scored files still start with the bytes it
+# read last run by the sha256 of that prefix. The score stage has just hashed exactly those
+# prefixes (it proves the evidence prefix for itself, and writes the scored file as the old one
+# plus new lines), so it records them here and the export does not read ~1.6 GB again at 1M
+# rows. An entry is one prefix per file, served under the same rule as whole-file digests: only
+# while the file's (size, mtime, inode, ctime) are the ones it was recorded with.
+
+_PREFIX_MEMORY: dict[tuple[str, int, int, int, int], tuple[int, str]] = {}
+
+
+def _prefix_cache_file(layout: Layout) -> Path:
+    return layout.state_dir / "prefix_digests.json"
+
+
+def _load_prefixes(layout: Layout) -> dict[str, list]:
+    try:
+        stored = orjson.loads(_prefix_cache_file(layout).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def remember_prefixes(layout: Layout, prefixes: dict[Path, tuple[os.stat_result, int, str]]) -> None:
+    """Record ``path -> (stat, length, sha256 of the first length bytes)``; ``stat`` is the file's
+    stat the digest holds for (taken by the caller around its hashing, or after its rename)."""
+    if not prefixes:
+        return
+    stored = _load_prefixes(layout)
+    for path, (stat, length, digest) in prefixes.items():
+        key = _key(layout.relative(path), stat)
+        _PREFIX_MEMORY[key] = (length, digest)
+        stored[key[0]] = [*key[1:], length, digest]
+    if layout.state_dir.exists():
+        live = {rel: entry for rel, entry in stored.items() if os.path.exists(os.path.join(layout.root, rel))}
+        atomic_write_bytes(_prefix_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+
+
+def prefix_entries(layout: Layout, paths: list[Path]) -> dict[Path, tuple[tuple[int, int, int, int], int, str]]:
+    """For each file in ``paths`` with a recorded prefix: ``((size, mtime, inode, ctime), length,
+    sha256)`` as recorded. The caller serves it only while the file's stat is still that one."""
+    stored: dict[str, list] | None = None
+    result: dict[Path, tuple[tuple[int, int, int, int], int, str]] = {}
+    real_dirs: dict[str, str] = {}
+    root_prefix = f"{str(layout.root).rstrip('/')}/"
+    for path in paths:
+        found = _relative_and_stat(layout, path, real_dirs, root_prefix)
+        if found is None:
+            continue
+        rel, stat = found
+        key = _key(rel, stat)
+        hit = _PREFIX_MEMORY.get(key)
+        if hit is None:
+            if stored is None:
+                stored = _load_prefixes(layout)
+            entry = stored.get(rel)
+            if entry and len(entry) == 6 and tuple(entry[:4]) == key[1:]:
+                hit = (entry[4], entry[5])
+        if hit is not None:
+            result[path] = (key[1:], hit[0], hit[1])  # type: ignore[assignment]
+    return result

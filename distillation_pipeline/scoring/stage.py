@@ -62,6 +62,7 @@ from pathlib import Path
 import orjson
 
 from distillation_pipeline.lib.atomic import BatchedReplace
+from distillation_pipeline.lib.digests import remember_digests, remember_prefixes
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
 from distillation_pipeline.scoring.joins import (
@@ -80,7 +81,9 @@ from distillation_pipeline.scoring.lines import EvidenceError, LedgerView, parse
 from distillation_pipeline.scoring.parentstore import DiskParentIndex, new_workdir, sweep_workdirs
 from distillation_pipeline.scoring.report import render_matrix
 from distillation_pipeline.scoring.rules import SCORER_VERSION, judge_record, stream_class
-from distillation_pipeline.scoring.state import FileState, LedgerState, ScoreState, code_fingerprint, fingerprint, fingerprint_of
+from distillation_pipeline.scoring.state import (
+    FileState, Fingerprint, LedgerState, ScoreState, code_fingerprint, fingerprint, fingerprint_of,
+)  # fmt: skip
 
 PARTITION_GLOB = "*/*/*/*.jsonl"  # YYYY/MM/DD/<stream>.jsonl
 _READ_CHUNK = 1 << 22
@@ -210,6 +213,7 @@ class Known:
     unchanged: bool = False  # and nothing was appended (or the fingerprint says so)
     mirror_ok: bool = False  # the scored file is the one we wrote
     hasher: "hashlib._Hash | None" = None  # sha256 over the state's bytes, when we read them
+    seen: Fingerprint | None = None  # the file's fingerprint before ``hasher`` read it
 
 
 def _prefix_hasher(path: Path, length: int) -> tuple["hashlib._Hash", bytes]:
@@ -241,7 +245,7 @@ def check_known(path: Path, mirror: Path | None, prev: FileState | None) -> Know
     # Appending to a file whose scored part did not end with a newline would change its last line.
     ends_whole = prev.bytes == 0 or last == b"\n"
     prefix_ok = ends_whole and hasher.hexdigest() == prev.sha256
-    return Known(prefix_ok, prefix_ok and current[1] == prev.bytes, mirror_ok, hasher if prefix_ok else None)
+    return Known(prefix_ok, prefix_ok and current[1] == prev.bytes, mirror_ok, hasher if prefix_ok else None, current)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +292,11 @@ class _Run:
         self.ledger_rows: dict[str, bytes] | None = None  # rebuilt: each model_trust file's cached rows
         self.touched: dict[tuple[str, str], Judgement] = {}  # join key -> its judgement before this run
         self.restat: list[tuple[str, Path]] = []  # scored files whose fingerprint to record after commit
+        # sha256 of what this run proved or wrote, for the receipts and the export (lib/digests):
+        # evidence path -> (stat, prefix length, prefix sha256); staged scored file -> (kept
+        # prefix length, its sha256 or None, sha256 of the whole new file)
+        self.proven_prefixes: dict[Path, tuple[os.stat_result, int, str]] = {}
+        self.staged_digests: dict[Path, tuple[int, str | None, str]] = {}
         self.written = self.unchanged = self.new_records = self.appended = self.rescored = 0
         self.outputs: list[Path] = []
 
@@ -312,6 +321,9 @@ class _Run:
         # Rows before ``index_from`` are in the stored index already (their bytes are verified).
         index_from = prev.lines if (self.incremental and prev is not None and known.prefix_ok) else 0
         data, stat, hasher = self._read(path, start, known.hasher if keep else None)
+        if keep and known.hasher is not None and fingerprint(stat) == known.seen:
+            # the prefix just proven, for the export (which proves the same prefix next)
+            self.proven_prefixes[path] = (stat, prev.bytes, prev.sha256)
         counts = _Counts()
         keys: set[str] = set()
         chunks = self._score_lines(path, _iter_lines(data), first_line, index_from, counts, keys)
@@ -490,7 +502,19 @@ class _Run:
     def _stage(self, target: Path, data: bytes, prefix_of: Path | None = None, prefix_length: int = 0) -> None:
         self.written += 1
         if not self.dry_run:
-            self.batch.stage(target, data, prefix_of, prefix_length)
+            prefix_sha256, sha256 = self.batch.stage_hashed(target, data, prefix_of, prefix_length)
+            self.staged_digests[target] = (prefix_length, prefix_sha256, sha256)
+
+    def remember_digests(self) -> None:
+        """After the commit: what this run hashed, so the receipts and the export need not."""
+        written: dict[Path, str] = {}
+        prefixes = dict(self.proven_prefixes)
+        for target, (prefix_length, prefix_sha256, sha256) in self.staged_digests.items():
+            written[target] = sha256
+            if prefix_sha256 is not None:
+                prefixes[target] = (os.stat(target), prefix_length, prefix_sha256)
+        remember_digests(self.layout, written)
+        remember_prefixes(self.layout, prefixes)
 
 
 def _add_ledger_row(builder: LedgerBuilder, where: str, *row: object) -> None:
@@ -648,6 +672,7 @@ def _score_evidence_tree(layout: Layout, scorer_version: str, dry_run: bool) -> 
                     ScoreState.clear(layout)  # from here until the new state is saved, no state describes the tree
                 batch.commit()
                 _remove(layout, stale)
+                run.remember_digests()
         except BaseException:
             batch.discard()  # a corrupt line (or a kill signal) replaces nothing
             raise
