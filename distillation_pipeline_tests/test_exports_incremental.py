@@ -533,20 +533,31 @@ def _fresh_with_its_manifest(layout: Layout, scratch: Path) -> dict[Path, bytes]
     return tree_bytes(other.exports_dir)
 
 
-def test_the_export_takes_the_prefixes_the_score_stage_proved_and_rehashes_a_changed_file(
+def test_score_and_export_take_the_prefixes_already_proven_and_rehash_a_changed_file(
     tmp_path: Path, monkeypatch
 ) -> None:
-    """Score hashes each grown evidence prefix and writes each grown scored file over its old
-    bytes; the export reuses those digests instead of reading the prefixes again, but only while
-    the file is the one they were taken from."""
+    """Collect's receipt hashes each grown evidence file (proving its old prefix on the way), and
+    score writes each grown scored file over its old bytes; score and export reuse those digests
+    instead of reading the prefixes again, but only while the file is the one they were taken
+    from."""
     from distillation_pipeline.evidence.collect import collect
     from distillation_pipeline.exports import increments
     from distillation_pipeline.scoring import score_evidence_tree
 
+    from distillation_pipeline.lib.digests import file_entries
+    from distillation_pipeline.scoring import stage
+
     layout = _collected_scored_exported(tmp_path / "root", rows=600, seed=5)
+    file_entries(layout, sorted(layout.evidence_dir.rglob("*.jsonl")))  # as the receipts of that run
     _append_sources(layout, tmp_path / "more", "late-")
     collect(layout, recorded_at=later(1))
+    # collect's receipt hashes each grown evidence file whole, and on the way proves its old prefix
+    file_entries(layout, sorted(layout.evidence_dir.rglob("*.jsonl")))
+    read_by_score: list[Path] = []
+    real_prefix_hasher = stage._prefix_hasher
+    monkeypatch.setattr(stage, "_prefix_hasher", lambda path, length: read_by_score.append(path) or real_prefix_hasher(path, length))
     score_evidence_tree(layout)
+    assert read_by_score == []
     hashed: list[Path] = []
     real = increments._sha256_of_prefix
     monkeypatch.setattr(increments, "_sha256_of_prefix", lambda lay, path, length: hashed.append(path) or real(lay, path, length))

@@ -15,10 +15,12 @@ from pathlib import Path
 import orjson
 
 from distillation_pipeline.lib.atomic import atomic_write_bytes
-from distillation_pipeline.lib.hashing import file_sha256
+from distillation_pipeline.lib.hashing import file_sha256, file_sha256_with_prefix
 from distillation_pipeline.lib.layout import Layout
 
 _MEMORY: dict[tuple[str, int, int, int, int], str] = {}
+# Prefix digests, by the file's key: see the section at the end.
+_PREFIX_MEMORY: dict[tuple[str, int, int, int, int], tuple[int, str]] = {}
 # The parsed cache file, by path, with the stat it was read at: a stage that asks for digests
 # of hundreds of files one at a time must not re-parse (or re-write) the file each time.
 _LOADED: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
@@ -68,15 +70,27 @@ def _store(layout: Layout, stored: dict[str, list]) -> None:
         _LOADED[path] = (key, live)
 
 
-def _cached_sha256(path: Path, rel: str, stat: os.stat_result, stored: dict[str, list]) -> tuple[str, bool]:
+def _cached_sha256(
+    path: Path, rel: str, stat: os.stat_result, stored: dict[str, list], prefixes: dict[Path, tuple[os.stat_result, int, str]]
+) -> tuple[str, bool]:
     """The file's sha256 from this process's memory or the on-disk cache while its (size, mtime,
-    inode, ctime) still match, else from its bytes; and whether ``stored`` was updated."""
+    inode, ctime) still match, else from its bytes; and whether ``stored`` was updated. A grown
+    file's proven old prefix goes into ``prefixes``."""
     key = _key(rel, stat)
     digest = _MEMORY.get(key)
     if digest is None:
         entry = stored.get(rel)
         if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
             digest = entry[-1]
+        elif entry and len(entry) == len(key) and isinstance(entry[0], int) and 0 < entry[0] < stat.st_size:
+            # The file grew since its digest was taken (an appended log, an evidence partition):
+            # hash it whole, and on the way check that its old bytes are still its prefix. If
+            # they are, that prefix digest is recorded for whoever proves it next (the score
+            # stage, then the export), so the file is read once instead of three times.
+            prefix, digest = file_sha256_with_prefix(path, entry[0])
+            if prefix == entry[-1]:
+                _PREFIX_MEMORY[key] = (entry[0], prefix)
+                prefixes[path] = (stat, entry[0], prefix)
         else:
             digest = file_sha256(path)
     _MEMORY[key] = digest
@@ -84,6 +98,18 @@ def _cached_sha256(path: Path, rel: str, stat: os.stat_result, stored: dict[str,
         return digest, False
     stored[rel] = [*key[1:], digest]
     return digest, True
+
+
+def cached_sha256(layout: Layout, path: Path, stat: os.stat_result) -> str | None:
+    """The sha256 this cache holds for ``path`` as it was at ``stat``; None (never hashed here)
+    if it holds none."""
+    key = _key(layout.relative(path), stat)
+    digest = _MEMORY.get(key)
+    if digest is None:
+        entry = _load(layout).get(key[0])
+        if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
+            digest = _MEMORY[key] = entry[-1]
+    return digest
 
 
 def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> dict[Path, str]:
@@ -95,16 +121,18 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
     stored = _load(layout)
     changed = False
     result: dict[Path, str] = {}
+    prefixes: dict[Path, tuple[os.stat_result, int, str]] = {}
     for path in paths:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             continue
-        digest, fresh = _cached_sha256(path, layout.relative(path), stat, stored)
+        digest, fresh = _cached_sha256(path, layout.relative(path), stat, stored, prefixes)
         changed |= fresh
         result[path] = digest
     if changed and persist:
         _store(layout, stored)
+        remember_prefixes(layout, prefixes)
     return result
 
 
@@ -152,16 +180,18 @@ def file_entries(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
     result: dict[Path, tuple[str, int, str]] = {}
     real_dirs: dict[str, str] = {}
     root_prefix = f"{str(layout.root).rstrip('/')}/"
+    prefixes: dict[Path, tuple[os.stat_result, int, str]] = {}
     for path in paths:
         found = _relative_and_stat(layout, path, real_dirs, root_prefix)
         if found is None:
             continue
         rel, stat = found
-        digest, fresh = _cached_sha256(path, rel, stat, stored)
+        digest, fresh = _cached_sha256(path, rel, stat, stored, prefixes)
         changed |= fresh
         result[path] = (rel, stat.st_size, digest)
     if changed and persist:
         _store(layout, stored)
+        remember_prefixes(layout, prefixes)
     return result
 
 
@@ -182,14 +212,15 @@ def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # prefix digests
 # ---------------------------------------------------------------------------------------------
-# The export proves that a partition's evidence and scored files still start with the bytes it
-# read last run by the sha256 of that prefix. The score stage has just hashed exactly those
-# prefixes (it proves the evidence prefix for itself, and writes the scored file as the old one
-# plus new lines), so it records them here and the export does not read ~1.6 GB again at 1M
-# rows. An entry is one prefix per file, served under the same rule as whole-file digests: only
-# while the file's (size, mtime, inode, ctime) are the ones it was recorded with.
-
-_PREFIX_MEMORY: dict[tuple[str, int, int, int, int], tuple[int, str]] = {}
+# A run proves that a file it read before still starts with the bytes it read, by the sha256 of
+# that prefix: the score stage for each grown evidence partition, the export for each grown
+# evidence and scored partition. Those prefixes are hashed anyway by whoever reads the file
+# first: collect's receipt hashes each grown evidence file whole (``_cached_sha256`` checks the
+# old bytes on the way), and the score stage writes each grown scored file as its old bytes
+# plus new lines. So they are recorded here, and at 1M rows the score stage and the export do not
+# read ~1.1 GB of evidence and ~0.5 GB of scored lines again. One prefix per file, served under
+# the same rule as whole-file digests: only while the file's (size, mtime, inode, ctime) are the
+# ones it was recorded with.
 
 
 def _prefix_cache_file(layout: Layout) -> Path:

@@ -53,6 +53,23 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def file_sha256_with_prefix(path: Path, prefix_length: int, chunk_size: int = 1 << 20) -> tuple[str | None, str]:
+    """(sha256 of the first ``prefix_length`` bytes, or None if the file is shorter; sha256 of
+    the whole file), in one read."""
+    digest = hashlib.sha256()
+    prefix = None
+    left = prefix_length
+    with open(path, "rb") as handle:
+        while left > 0 and (chunk := handle.read(min(chunk_size, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+        if left == 0:
+            prefix = digest.hexdigest()
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return prefix, digest.hexdigest()
+
+
 def aggregate_hash(entries: Iterable[tuple[str, str]]) -> str:
     """Order-independent hash over (relative path, sha256) pairs.
 

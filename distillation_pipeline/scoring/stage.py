@@ -62,7 +62,7 @@ from pathlib import Path
 import orjson
 
 from distillation_pipeline.lib.atomic import BatchedReplace
-from distillation_pipeline.lib.digests import remember_digests, remember_prefixes
+from distillation_pipeline.lib.digests import cached_sha256, prefix_entries, remember_digests, remember_prefixes
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
 from distillation_pipeline.scoring.joins import (
@@ -214,6 +214,7 @@ class Known:
     mirror_ok: bool = False  # the scored file is the one we wrote
     hasher: "hashlib._Hash | None" = None  # sha256 over the state's bytes, when we read them
     seen: Fingerprint | None = None  # the file's fingerprint before ``hasher`` read it
+    by_record: bool = False  # the prefix was proven by a recorded digest, not read here
 
 
 def _prefix_hasher(path: Path, length: int) -> tuple["hashlib._Hash", bytes]:
@@ -232,7 +233,16 @@ def _prefix_hasher(path: Path, length: int) -> tuple["hashlib._Hash", bytes]:
     return digest, last if not remaining else b""
 
 
-def check_known(path: Path, mirror: Path | None, prev: FileState | None) -> Known:
+def _last_byte(path: Path, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        return os.pread(handle.fileno(), 1, length - 1) if length else b""
+
+
+def check_known(
+    path: Path, mirror: Path | None, prev: FileState | None, recorded: tuple[tuple, int, str] | None = None
+) -> Known:
+    """``recorded``: the prefix digest ``lib.digests`` holds for this file, ((size, mtime,
+    inode, ctime) it was taken at, length, sha256), if any."""
     if prev is None:
         return Known()
     mirror_ok = mirror is None or fingerprint_of(mirror) == prev.mirror
@@ -241,6 +251,14 @@ def check_known(path: Path, mirror: Path | None, prev: FileState | None) -> Know
         return Known(prefix_ok=True, unchanged=True, mirror_ok=mirror_ok)
     if current is None or current[1] < prev.bytes:
         return Known(mirror_ok=mirror_ok)
+    if (
+        recorded is not None
+        and recorded[0] == (current[1], current[2], current[0], current[3])
+        and recorded[1:] == (prev.bytes, prev.sha256)
+    ):
+        # collect's receipt proved this prefix as it hashed the grown file whole (lib/digests)
+        ends_whole = prev.bytes == 0 or _last_byte(path, prev.bytes) == b"\n"
+        return Known(ends_whole, ends_whole and current[1] == prev.bytes, mirror_ok, None, current, by_record=ends_whole)
     hasher, last = _prefix_hasher(path, prev.bytes)
     # Appending to a file whose scored part did not end with a newline would change its last line.
     ends_whole = prev.bytes == 0 or last == b"\n"
@@ -321,7 +339,19 @@ class _Run:
         # Rows before ``index_from`` are in the stored index already (their bytes are verified).
         index_from = prev.lines if (self.incremental and prev is not None and known.prefix_ok) else 0
         data, stat, hasher = self._read(path, start, known.hasher if keep else None)
-        if keep and known.hasher is not None and fingerprint(stat) == known.seen:
+        sha256 = hasher.hexdigest()
+        if keep and known.by_record:
+            if fingerprint(stat) != known.seen:
+                raise _Full(f"{rel} changed while it was scored")
+            # only the new bytes went through ``hasher``: the whole file's digest is the one
+            # collect's receipt took for exactly this stat (else the prefix is read after all)
+            whole = cached_sha256(self.layout, path, stat)
+            if whole is None:
+                prefix_hasher, _ = _prefix_hasher(path, start)
+                prefix_hasher.update(data)
+                whole = prefix_hasher.hexdigest()
+            sha256 = whole
+        if keep and (known.hasher is not None or known.by_record) and fingerprint(stat) == known.seen:
             # the prefix just proven, for the export (which proves the same prefix next)
             self.proven_prefixes[path] = (stat, prev.bytes, prev.sha256)
         counts = _Counts()
@@ -343,7 +373,7 @@ class _Run:
         self.files[rel] = FileState(
             bytes=start + size,
             lines=total_lines,
-            sha256=hasher.hexdigest(),
+            sha256=sha256,
             evidence=fingerprint(stat),
             mirror=None,
             categories=_merged(prev.categories, counts.categories) if keep else counts.categories,
@@ -606,8 +636,12 @@ def _run(
     runs: list[_Run],
 ) -> tuple[_Run, int, int]:
     """Score what needs scoring into ``batch``; ``_Full`` if the state cannot be used."""
+    recorded = prefix_entries(layout, files) if state.usable else {}
     knowns = {
-        path: check_known(path, None if is_ledger_stream(path.stem) else scored_path(layout, path), state.files.get(_rel(layout, path)))
+        path: check_known(
+            path, None if is_ledger_stream(path.stem) else scored_path(layout, path), state.files.get(_rel(layout, path)),
+            recorded.get(path),
+        )  # fmt: skip
         for path in files
     }
     if state.usable:
