@@ -5,6 +5,7 @@ of these is an error the caller turns into a skip with the reason.
 """
 
 from datetime import UTC, datetime
+from math import isfinite
 
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000
@@ -43,7 +44,7 @@ def parse_timestamp(value: object) -> datetime:
 
 
 def _from_epoch(seconds: float) -> datetime:
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+    if not isfinite(seconds):  # nan, inf, -inf
         raise TimestampError("not a finite epoch")
     if abs(seconds) >= _MS_THRESHOLD:
         seconds /= 1000.0
