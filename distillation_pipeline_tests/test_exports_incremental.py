@@ -331,7 +331,7 @@ def test_a_same_size_edit_with_the_mtime_put_back_is_seen(tmp_path: Path) -> Non
     assert any(line.startswith("forbidden_category") for line in check_like_the_asset(layout))
 
 
-def test_a_file_that_changed_while_it_was_checked_is_not_vouched_for(tmp_path: Path) -> None:
+def test_a_pass_vouches_for_the_bytes_the_check_read_not_for_the_file_now(tmp_path: Path) -> None:
     from distillation_pipeline.exports.increments import _check_passed, files_digest, record_verified
 
     layout = substrate(tmp_path / "root")
@@ -340,12 +340,18 @@ def test_a_file_that_changed_while_it_was_checked_is_not_vouched_for(tmp_path: P
     with open(layout.rag_file, "ab") as handle:  # written while the check was reading
         handle.write(b"{}\n")
     now = files_digest([layout.rag_file])
-    named = {layout.relative(layout.rag_file): now[layout.rag_file]}
-    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], before) is False
-    assert not _check_passed(layout, "rag", {"include_review": False}, named)
-    assert record_verified(layout, "rag", {"include_review": False}, [layout.rag_file], now)
-    assert _check_passed(layout, "rag", {"include_review": False}, named)
-    assert not _check_passed(layout, "rag", {"include_review": False}, {layout.relative(layout.rag_file): "0" * 64})
+    rel, options = layout.relative(layout.rag_file), {"include_review": False}
+    named = {rel: now[layout.rag_file]}
+    # the marker vouches for the bytes the check read, never for what the file holds now
+    assert record_verified(layout, "rag", options, [layout.rag_file], before)
+    assert not _check_passed(layout, "rag", options, named)
+    assert _check_passed(layout, "rag", options, {rel: before[layout.rag_file]})
+    assert record_verified(layout, "rag", options, [layout.rag_file], now)
+    assert _check_passed(layout, "rag", options, named)
+    assert not _check_passed(layout, "rag", options, {rel: "0" * 64})
+    # a file the check did not read is vouched for by nothing
+    assert record_verified(layout, "rag", options, [layout.rag_file], {}) is False
+    assert not _check_passed(layout, "rag", options, named)
 
 
 def test_copies_from_an_output_whose_bytes_are_not_the_recorded_ones_fail_the_export(tmp_path: Path) -> None:

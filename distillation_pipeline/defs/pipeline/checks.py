@@ -121,7 +121,7 @@ def dataset_firewalls(context: dg.AssetCheckExecutionContext, paths: DistillPath
         found = outcome.violations
         # sha256 of exactly the bytes the check read (hashed as it read them): the bytes the
         # export copied from files this check passed are judged on it (metadata, as before),
-        # and a pass is recorded only if the files still hash the same after the check
+        # and a pass is recorded for those digests, never for whatever the files hold later
         read = {path: outcome.digests[str(path)] for path in files[dataset] if str(path) in outcome.digests}
         trusted = trusted_ranges(layout, dataset, job.export_options, known=read)
         trusted_bytes = sum(end - start for ranges in trusted.values() for start, end in ranges)
