@@ -9,9 +9,11 @@ from typing import Any
 
 import dagster as dg
 
+from distillation_pipeline.defs.pipeline.checks import DATASET_ASSET
 from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
 from distillation_pipeline.defs.progress import progress_logger
 from distillation_pipeline.defs.resources import DistillPaths, RunOptions, default_root
+from distillation_pipeline.exports.parallel_verify import warm_up
 from distillation_pipeline.lib.atomic import sweep_temp_files
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.locks import root_lock
@@ -115,6 +117,10 @@ def run_pipeline(
             leftover.unlink(missing_ok=True)
         for leftover in layout.kb_dir.glob(".evidence_health.md.*.tmp"):
             leftover.unlink(missing_ok=True)
+        if assets is None or sum(name in DATASET_ASSET.values() for name in assets) > 1:
+            # the firewall checks of two or more datasets run in this process after the export,
+            # side by side: their workers start (importing the export code) while the stages run
+            warm_up()
         result = job.execute_in_process(
             run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
         )

@@ -1,0 +1,25 @@
+"""exports/parallel_verify: checks side by side give what checks in this process give."""
+
+from pathlib import Path
+
+import pytest
+
+from distillation_pipeline.exports import parallel_verify
+from distillation_pipeline.exports.parallel_verify import VerifyJob, run_job, verify_side_by_side, warm_up
+from distillation_pipeline_tests.test_exports_incremental import export_all, substrate
+
+
+def test_side_by_side_outcomes_equal_in_process_ones_with_or_without_warm_workers(tmp_path: Path) -> None:
+    layout = substrate(tmp_path / "root")
+    export_all(layout)
+    jobs = [VerifyJob(root=str(layout.root), dataset=d, dry_run=True) for d in ("rag", "sft", "preference")]
+    expected = {job.dataset: run_job(job) for job in jobs}
+    assert verify_side_by_side(jobs) == expected  # workers started for the checks
+    warm_up()
+    warm = parallel_verify._warm  # noqa: SLF001
+    warm_up()  # idempotent: the same workers
+    assert warm is not None and parallel_verify._warm is warm  # noqa: SLF001
+    assert verify_side_by_side(jobs) == expected
+    assert parallel_verify._warm is None  # noqa: SLF001 (used once, then joined)
+    with pytest.raises(RuntimeError, match="shutdown"):  # and shut down (its workers joined)
+        warm.submit(print)
