@@ -3,12 +3,15 @@
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from distillation_pipeline.exports import export_preference, export_rag, export_sft
+from distillation_pipeline.exports.candidates import describe
 from distillation_pipeline.lib.layout import Layout
-from distillation_pipeline.schemas import QUARANTINE_REASONS, QuarantineRecord
+from distillation_pipeline.schemas import QUARANTINE_REASONS, QuarantineRecord, ScoredRun
 from distillation_pipeline_tests.export_fixtures import (
     conserved,
+    append_json,
     append_lines,
     make_run,
     read_jsonl,
@@ -90,6 +93,41 @@ def test_evidence_in_another_streams_file_is_schema_violation(layout: Layout) ->
     conserved(export_sft(layout))
     (row,) = quarantined(layout, "sft")
     assert row["reason"] == "schema_violation" and "partition" in row["detail"]
+
+
+@pytest.mark.parametrize(
+    "evidence_change,scored_change",
+    [
+        ({}, {}),  # the scorer's copy of the evidence's provenance
+        ({}, {"line_offset": 0.0}),  # == the evidence's 0, yet another JSON value: validated again
+        ({}, {"sig_hash": "f" * 63}),
+        ({}, {"recorded_at": "not a time"}),
+        ({}, {"extra": 1}),
+        ({"recorded_at": 1}, {"recorded_at": 1}),
+        ({"recorded_at": 1}, {"recorded_at": True}),  # True == 1, but no datetime: refused
+    ],
+)
+def test_scored_provenance_gets_the_verdict_of_its_own_validation(
+    layout: Layout, evidence_change: dict, scored_change: dict
+) -> None:
+    """The export may take the evidence line's validated provenance for the scored line's when
+    the two are the same JSON; the verdict and its detail must be what validating it gives."""
+    run = make_run("a")
+    rel = relative_file(run)
+    evidence = run.evidence.model_dump(mode="json")
+    evidence["provenance"] |= evidence_change
+    scored = run.scored.model_dump(mode="json")
+    scored["provenance"] = {**evidence["provenance"], **scored_change}
+    append_json(layout.evidence_dir / rel, evidence)
+    append_json(layout.scored_dir / rel, scored)
+    try:
+        ScoredRun.model_validate(scored)
+        expected = []
+    except ValidationError as exc:
+        expected = [("schema_violation", f"scored run: {describe(exc)}")]
+    result = conserved(export_rag(layout))
+    assert [(row["reason"], row["detail"]) for row in quarantined(layout, "rag")] == expected
+    assert result.written == (0 if expected else 1)
 
 
 # --- content ---------------------------------------------------------------------------------

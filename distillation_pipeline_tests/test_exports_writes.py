@@ -7,7 +7,9 @@ import orjson
 import pytest
 
 from distillation_pipeline.exports import export_preference, export_rag, export_sft
+from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.schemas import PreferenceSample, RagSample, SftSample
 from distillation_pipeline_tests.conftest import tree_bytes
 from distillation_pipeline_tests.export_fixtures import (
     later,
@@ -69,6 +71,19 @@ def test_exported_time_is_recorded_at_not_wall_clock(tmp_path: Path) -> None:
     write_runs(layout, [make_run("a", recorded_at=later(7))])
     export_sft(layout)
     assert [row["created_at"] for row in read_jsonl(layout.sft_file)] == ["2026-11-01T07:00:00Z"]
+
+
+def test_every_row_is_what_its_validated_sample_dumps(tmp_path: Path) -> None:
+    """Rows are validated as dicts and those dicts written, not the models dumped: the bytes must
+    be the same, so a field the schema adds (a default) or changes on validation shows up here."""
+    layout = substrate(tmp_path)
+    export_all(layout)
+    for model, path in [(RagSample, layout.rag_file), (SftSample, layout.sft_file),
+                        (PreferenceSample, layout.preference_file)]:  # fmt: skip
+        lines = path.read_bytes().splitlines(keepends=True)
+        assert lines, path
+        for line in lines:
+            assert dumps_line(model.model_validate_json(line).model_dump(mode="json")) == line
 
 
 @pytest.mark.parametrize("export", EXPORTS)

@@ -42,6 +42,7 @@ from distillation_pipeline.exports.candidates import (
     describe,
     read_line,
     source_files,
+    time_json,
 )
 from distillation_pipeline.exports.card import FileStats
 from distillation_pipeline.exports.increments import (
@@ -218,11 +219,11 @@ class PreferenceExport(Participant):
         before_sizes = [self._rows.size, self._openai.size, self._quarantine_sink.size]
         runs = [decode_ref(encoded, self._source(relative))[1] for relative, encoded in refs]
         tested: list[list] = []
-        for sample in _pairs_for_task(task_id, runs, self.max_pairs_per_task, seen_ids, result, self._quarantine, tested):
-            self._rows.write(dumps_line(sample.model_dump(mode="json")))
-            self._openai.write(dumps_line(openai_preference_row(sample.prompt, sample.chosen, sample.rejected)))
-            result.count_written(sample.pair_kind)
-            for stream in (sample.chosen_provenance.stream, sample.rejected_provenance.stream):
+        for row in _pairs_for_task(task_id, runs, self.max_pairs_per_task, seen_ids, result, self._quarantine, tested):
+            self._rows.write(dumps_line(row))
+            self._openai.write(dumps_line(openai_preference_row(row["prompt"], row["chosen"], row["rejected"])))
+            result.count_written(row["pair_kind"])
+            for stream in (row["chosen_provenance"]["stream"], row["rejected_provenance"]["stream"]):
                 result.written_streams[stream] = result.written_streams.get(stream, 0) + 1
         sizes = [self._rows.size, self._openai.size, self._quarantine_sink.size]
         summary = [task_id, sorted({relative for relative, _ in refs}),
@@ -380,8 +381,9 @@ def _pairs_for_task(
     result: ExportResult,
     quarantine: QuarantineWriter,
     tested: list[list],
-) -> Iterator[PreferenceSample]:
-    """``tested``: every pair id checked against ``seen_ids``, with how it fared (``ID_*``)."""
+) -> Iterator[dict]:
+    """Each written pair as its JSON row (``_build_pair``). ``tested``: every pair id checked
+    against ``seen_ids``, with how it fared (``ID_*``)."""
     chosen = [run for run in runs if run.category == "accepted"]
     written = 0
     considered: set[int] = set()
@@ -421,7 +423,9 @@ def _build_pair(
     texts: dict[int, EvidenceRecord],
     quarantine: QuarantineWriter,
     tested: list[list],
-) -> PreferenceSample | None:
+) -> dict | None:
+    """The pair as the JSON row written, once it validated as a ``PreferenceSample`` (what the
+    sample's ``model_dump(mode="json")`` would be, without dumping it); None if refused."""
 
     def refuse(reason: QuarantineReason, detail: str) -> None:
         quarantine.refuse(
@@ -446,26 +450,36 @@ def _build_pair(
     if isinstance(chosen_evidence, str) or isinstance(rejected_evidence, str):
         refuse("schema_violation", chosen_evidence if isinstance(chosen_evidence, str) else rejected_evidence)
         return None
+    created_at = max(good.recorded_at, bad.recorded_at)
+    row = {
+        "schema_version": 1,
+        "id": pair_id,
+        "created_at": created_at,
+        "task_id": task_id,
+        "prompt": chosen_evidence.prompt,
+        "chosen": chosen_evidence.response,
+        "rejected": rejected_evidence.response,
+        "chosen_category": good.category,
+        "rejected_category": bad.category,
+        "pair_kind": pair_kind,
+        "chosen_provenance": _provenance(chosen_evidence, good),
+        "rejected_provenance": _provenance(rejected_evidence, bad),
+    }
     try:
-        sample = PreferenceSample(
-            id=pair_id,
-            created_at=max(good.recorded_at, bad.recorded_at),
-            task_id=task_id,
-            prompt=chosen_evidence.prompt,  # type: ignore[arg-type]
-            chosen=chosen_evidence.response,  # type: ignore[arg-type]
-            rejected=rejected_evidence.response,  # type: ignore[arg-type]
-            chosen_category=good.category,  # type: ignore[arg-type]
-            rejected_category=bad.category,  # type: ignore[arg-type]
-            pair_kind=pair_kind,  # type: ignore[arg-type]
-            chosen_provenance=_provenance(chosen_evidence, good),
-            rejected_provenance=_provenance(rejected_evidence, bad),
-        )
+        # Each provenance alone first, as building it did: a bad one is refused with its own
+        # field's message. Then the pair, given the validated provenances as they are.
+        PreferenceSample.model_validate({
+            **row,
+            "chosen_provenance": ExportProvenance.model_validate(row["chosen_provenance"]),
+            "rejected_provenance": ExportProvenance.model_validate(row["rejected_provenance"]),
+        })  # fmt: skip
     except ValidationError as exc:
         refuse("schema_violation", describe(exc))
         return None
     seen_ids.add(pair_id)
     verdict[1] = ID_WRITTEN
-    return sample
+    row["created_at"] = time_json(created_at)
+    return row
 
 
 def _reread(run: RunRef, cache: dict[int, EvidenceRecord]) -> EvidenceRecord | str:
@@ -485,13 +499,14 @@ def _reread(run: RunRef, cache: dict[int, EvidenceRecord]) -> EvidenceRecord | s
     return evidence
 
 
-def _provenance(evidence: EvidenceRecord, run: RunRef) -> ExportProvenance:
-    return ExportProvenance(
-        evidence_id=evidence.id,
-        scored_run_id=run.evidence_id,  # candidates are admitted only when the scored id matches
-        stream=evidence.stream,
-        source_file=evidence.provenance.source_file,
-        line_offset=evidence.provenance.line_offset,
-        sig_hash=evidence.provenance.sig_hash,
-        scorer_version=run.scorer_version,
-    )
+def _provenance(evidence: EvidenceRecord, run: RunRef) -> dict:
+    """A pair side's ``ExportProvenance``, as its JSON; validated with the pair (``_build_pair``)."""
+    return {
+        "evidence_id": evidence.id,
+        "scored_run_id": run.evidence_id,  # candidates are admitted only when the scored id matches
+        "stream": evidence.stream,
+        "source_file": evidence.provenance.source_file,
+        "line_offset": evidence.provenance.line_offset,
+        "sig_hash": evidence.provenance.sig_hash,
+        "scorer_version": run.scorer_version,
+    }

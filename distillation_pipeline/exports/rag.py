@@ -76,17 +76,21 @@ def build_rag_row(candidate: Candidate, manifest: RepoManifest | None, *, includ
     refusal = hallucination_refusal(manifest, cited)
     if refusal is not None:
         return refusal
+    created_at, provenance = candidate.export_fields()
+    row = {
+        "schema_version": 1,
+        "id": rag_id(title, content),  # type: ignore[arg-type]
+        "created_at": candidate.created_at,
+        "task_id": evidence.task_id,
+        "title": title,
+        "content": content,
+        "source_category": candidate.category,
+        "cited_paths": cited,
+        "provenance": provenance,
+    }
     try:
-        sample = RagSample(
-            id=rag_id(title, content),  # type: ignore[arg-type]
-            created_at=candidate.created_at,
-            task_id=evidence.task_id,
-            title=title,
-            content=content,  # type: ignore[arg-type]
-            source_category=candidate.category,  # type: ignore[arg-type]
-            cited_paths=cited,
-            provenance=candidate.export_provenance(),
-        )
+        RagSample.model_validate(row)  # the schema layer of the firewall: refuses what the rules let by
     except ValidationError as exc:
         return "schema_violation", describe(exc)
-    return Row(sample, candidate.category)
+    row["created_at"] = created_at  # now the row is what the validated sample's model_dump(mode="json") is
+    return Row(row["id"], row, candidate.category)

@@ -50,15 +50,19 @@ def build_sft_row(candidate: Candidate, manifest: RepoManifest | None, *, includ
         return refusal
     prompt, response = candidate.evidence.prompt, candidate.evidence.response
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    created_at, provenance = candidate.export_fields()
+    row = {
+        "schema_version": 1,
+        "id": sft_id(messages),
+        "created_at": candidate.created_at,
+        "task_id": candidate.evidence.task_id,
+        "messages": messages,
+        "quality_score": candidate.category,
+        "provenance": provenance,
+    }
     try:
-        sample = SftSample(
-            id=sft_id(messages),
-            created_at=candidate.created_at,
-            task_id=candidate.evidence.task_id,
-            messages=messages,  # type: ignore[arg-type]
-            quality_score=candidate.category,  # type: ignore[arg-type]
-            provenance=candidate.export_provenance(),
-        )
+        SftSample.model_validate(row)  # the schema layer of the firewall: refuses what the rules let by
     except ValidationError as exc:
         return "schema_violation", describe(exc)
-    return Row(sample, candidate.category, variant={"messages": messages})
+    row["created_at"] = created_at  # now the row is what the validated sample's model_dump(mode="json") is
+    return Row(row["id"], row, candidate.category, variant={"messages": messages})

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pydantic import BaseModel
-
 from distillation_pipeline.exports.id_table import DETAILS_FILE, TABLE_FILE, IdIndex, IdTable, fingerprint
 
 from distillation_pipeline.exports.candidates import Broken, Candidate
@@ -39,9 +37,14 @@ from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.schemas import QuarantineReason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
-    sample: BaseModel  # the validated dataset row (has ``id``)
+    """A dataset row that validated against the dataset's schema, as the JSON object written:
+    the dict the sample was validated from, which is what the sample's ``model_dump(mode="json")``
+    would give (tested) without the dump, about a quarter of building a row (measured)."""
+
+    id: str
+    data: dict
     category: str
     variant: dict | None = None  # the same row in the dataset's second layout (OpenAI), if any
 
@@ -119,10 +122,10 @@ class RowExport(Participant):
             return
         built = self._build(item, self.manifest)
         if isinstance(built, Row):
-            row_id = built.sample.id  # type: ignore[attr-defined]
+            row_id = built.id
             first = self._first_copy(row_id, item)
             if first is None:
-                self._rows.write(dumps_line(built.sample.model_dump(mode="json")))
+                self._rows.write(dumps_line(built.data))
                 if self._variants is not None and built.variant is not None:
                     self._variants.write(dumps_line(built.variant))
                     result.variants_written += 1
