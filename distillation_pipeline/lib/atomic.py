@@ -8,12 +8,13 @@ and ``repair_torn_tail`` cuts a tail left without its newline by a writer that d
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from distillation_pipeline.lib.hashing import HashingSink
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -132,39 +133,23 @@ def sweep_temp_files(directories: list[Path]) -> list[Path]:
     return removed
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy_prefix(source: Path, target_fd: int, length: int) -> None:
-    """The first ``length`` bytes of ``source`` into ``target_fd`` (in the kernel where it can)."""
+def _copy_prefix(source: Path, sink: HashingSink, length: int) -> None:
+    """The first ``length`` bytes of ``source`` into ``sink``, through user space so they are
+    hashed on the way (cheaper than a kernel copy plus reading the new file back for its digest)."""
     with open(source, "rb") as handle:
         remaining = length
-        try:
-            while remaining > 0:
-                copied = os.copy_file_range(handle.fileno(), target_fd, remaining)
-                if copied == 0:
-                    break
-                remaining -= copied
-        except OSError:
-            pass  # no copy_file_range here (or across filesystems): copy the rest in user space
-        handle.seek(length - remaining)
         while remaining > 0:
             chunk = handle.read(min(remaining, 1 << 22))
             if not chunk:
-                break
-            os.write(target_fd, chunk)
+                raise OSError(f"{source} is shorter than the {length} bytes to copy")
+            sink.write(chunk)
             remaining -= len(chunk)
-    if remaining:
-        raise OSError(f"{source} is shorter than the {length} bytes to copy")
 
 
 class BatchedReplace:
     """Many whole-file replacements with two ``os.sync()`` calls instead of two fsyncs per file.
 
-    ``stage`` writes each new content to a temporary sibling of its target (``.<name>.*.tmp``,
+    ``stage`` writes (and hashes) each new content to a temporary sibling of its target (``.<name>.*.tmp``,
     which ``sweep_temp_files`` removes if we are killed); ``commit`` syncs once, renames each
     temporary over its target, then syncs once more so the renames are durable. Each target is,
     at any moment of a crash, its old or its new content, never torn. ``discard`` removes the
@@ -193,44 +178,21 @@ class BatchedReplace:
         os.fchmod(fd, 0o644)
         return fd, Path(name)
 
-    def stage(self, target: Path, data: bytes, keep_prefix_of: Path | None = None, prefix_length: int = 0) -> None:
-        """Stage ``target``'s new content: ``prefix_length`` bytes of ``keep_prefix_of``, then ``data``."""
-        fd, tmp = self._open_temp(target)
-        self._staged.append((tmp, target))
-        try:
-            if keep_prefix_of is not None and prefix_length:
-                _copy_prefix(keep_prefix_of, fd, prefix_length)
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-
-    def stage_hashed(
+    def stage(
         self, target: Path, data: bytes, keep_prefix_of: Path | None = None, prefix_length: int = 0
     ) -> tuple[str | None, str]:
-        """``stage``, hashing as it writes: (sha256 of the kept prefix, or None if there is none;
-        sha256 of the whole new content). The prefix goes through user space to be hashed, which
-        costs less than the kernel copy plus reading the new file back for its digest."""
+        """Stage ``target``'s new content: ``prefix_length`` bytes of ``keep_prefix_of``, then
+        ``data``. Returns the sha256 of the kept prefix (None if none) and of the whole content."""
         fd, tmp = self._open_temp(target)
         self._staged.append((tmp, target))
-        digest = hashlib.sha256()
         prefix_sha256 = None
-        try:
+        with open(fd, "wb") as handle:
+            sink = HashingSink(handle)
             if keep_prefix_of is not None and prefix_length:
-                with open(keep_prefix_of, "rb") as handle:
-                    remaining = prefix_length
-                    while remaining > 0:
-                        chunk = handle.read(min(remaining, 1 << 22))
-                        if not chunk:
-                            raise OSError(f"{keep_prefix_of} is shorter than the {prefix_length} bytes to copy")
-                        digest.update(chunk)
-                        _write_all(fd, chunk)
-                        remaining -= len(chunk)
-                prefix_sha256 = digest.hexdigest()
-            digest.update(data)
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        return prefix_sha256, digest.hexdigest()
+                _copy_prefix(keep_prefix_of, sink, prefix_length)
+                prefix_sha256 = sink.hexdigest()
+            sink.write(data)
+        return prefix_sha256, sink.hexdigest()
 
     def commit(self) -> None:
         if not self._staged:

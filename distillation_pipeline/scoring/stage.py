@@ -532,7 +532,7 @@ class _Run:
     def _stage(self, target: Path, data: bytes, prefix_of: Path | None = None, prefix_length: int = 0) -> None:
         self.written += 1
         if not self.dry_run:
-            prefix_sha256, sha256 = self.batch.stage_hashed(target, data, prefix_of, prefix_length)
+            prefix_sha256, sha256 = self.batch.stage(target, data, prefix_of, prefix_length)
             self.staged_digests[target] = (prefix_length, prefix_sha256, sha256)
 
     def remember_digests(self) -> None:
