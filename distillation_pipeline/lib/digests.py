@@ -44,30 +44,48 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
-def _load(layout: Layout) -> dict[str, list]:
+def _loaded(layout: Layout) -> dict[str, list]:
+    """The parsed cache file, shared: read it, never change it (``_load`` gives a copy)."""
     path = _cache_file(layout)
     key = _stat_key(path)
     loaded = _LOADED.get(path)
     if key is not None and loaded is not None and loaded[0] == key:
-        return dict(loaded[1])
+        return loaded[1]
     try:
         stored = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
-    if key is not None and isinstance(stored, dict):
+    if not isinstance(stored, dict):
+        return {}
+    if key is not None:
         _LOADED[path] = (key, stored)
-    return dict(stored) if isinstance(stored, dict) else {}
+    return stored
+
+
+def _load(layout: Layout) -> dict[str, list]:
+    return dict(_loaded(layout))
+
+
+def _write_live(layout: Layout, path: Path, stored: dict[str, list]) -> dict[str, list]:
+    """Write ``stored`` to ``path`` less the entries whose file is gone; returns what it wrote."""
+    live = {rel: entry for rel, entry in stored.items() if os.path.exists(os.path.join(layout.root, rel))}
+    atomic_write_bytes(path, orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+    return live
 
 
 def _store(layout: Layout, stored: dict[str, list]) -> None:
     if not layout.state_dir.exists():
         return
     path = _cache_file(layout)
-    live = {rel: entry for rel, entry in stored.items() if (layout.root / rel).exists()}
-    atomic_write_bytes(path, orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+    live = _write_live(layout, path, stored)
     key = _stat_key(path)
     if key is not None:
         _LOADED[path] = (key, live)
+
+
+def _holds(entry: list | None, key: tuple[str, int, int, int, int]) -> bool:
+    """Is the stored ``entry`` (size, mtime, inode, ctime, sha256) the digest of the file at ``key``?"""
+    return bool(entry) and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]  # type: ignore[arg-type]
 
 
 def _cached_sha256(
@@ -80,8 +98,8 @@ def _cached_sha256(
     digest = _MEMORY.get(key)
     if digest is None:
         entry = stored.get(rel)
-        if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
-            digest = entry[-1]
+        if _holds(entry, key):
+            digest = entry[-1]  # type: ignore[index]
         elif entry and len(entry) == len(key) and isinstance(entry[0], int) and 0 < entry[0] < stat.st_size:
             # The file grew since its digest was taken (an appended log, an evidence partition):
             # hash it whole, and on the way check that its old bytes are still its prefix. If
@@ -106,9 +124,9 @@ def cached_sha256(layout: Layout, path: Path, stat: os.stat_result) -> str | Non
     key = _key(layout.relative(path), stat)
     digest = _MEMORY.get(key)
     if digest is None:
-        entry = _load(layout).get(key[0])
-        if entry and len(entry) == len(key) and tuple(entry[:-1]) == key[1:]:
-            digest = _MEMORY[key] = entry[-1]
+        entry = _loaded(layout).get(key[0])  # no copy of the whole cache per file asked
+        if _holds(entry, key):
+            digest = _MEMORY[key] = entry[-1]  # type: ignore[index]
     return digest
 
 
@@ -246,8 +264,7 @@ def remember_prefixes(layout: Layout, prefixes: dict[Path, tuple[os.stat_result,
         _PREFIX_MEMORY[key] = (length, digest)
         stored[key[0]] = [*key[1:], length, digest]
     if layout.state_dir.exists():
-        live = {rel: entry for rel, entry in stored.items() if os.path.exists(os.path.join(layout.root, rel))}
-        atomic_write_bytes(_prefix_cache_file(layout), orjson.dumps(live, option=orjson.OPT_SORT_KEYS))
+        _write_live(layout, _prefix_cache_file(layout), stored)
 
 
 def prefix_entries(layout: Layout, paths: list[Path]) -> dict[Path, tuple[tuple[int, int, int, int], int, str]]:
