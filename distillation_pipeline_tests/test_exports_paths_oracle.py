@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from distillation_pipeline.exports import paths
 from distillation_pipeline.exports.paths import cited_paths
+from distillation_pipeline_tests.text_strategies import joined_texts
 
 
 def old_cited_paths(text: str | None) -> list[str]:
@@ -75,18 +76,8 @@ FRAGMENTS = [
 ]
 SEPARATORS = ["", "", "", " ", "\n", "\t", "/", ".", ":", "\u00a0", "\x1f", "\u3000"]
 
-pieces = st.one_of(
-    st.sampled_from(FRAGMENTS),
-    st.text(alphabet="ab./-_:@+~$ \n\t\u00a0pyrsmdx", max_size=12),
-    st.text(max_size=6),
-)
-
-
-@st.composite
-def texts(draw: st.DrawFn) -> str:
-    parts = draw(st.lists(pieces, max_size=14))
-    separators = draw(st.lists(st.sampled_from(SEPARATORS), min_size=len(parts), max_size=len(parts)))
-    return "".join(part + separator for part, separator in zip(parts, separators))
+def texts() -> st.SearchStrategy[str]:
+    return joined_texts(FRAGMENTS, "ab./-_:@+~$ \n\t\u00a0pyrsmdx", SEPARATORS, max_parts=14)
 
 
 SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

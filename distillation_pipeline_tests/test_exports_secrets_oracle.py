@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from distillation_pipeline.exports import secrets
 from distillation_pipeline.exports.secrets import DETECTOR_KINDS, find_secret
 from distillation_pipeline_tests.test_exports_secrets import CASES
+from distillation_pipeline_tests.text_strategies import joined_texts
 
 # The substring gates before they were reorganised, per detector kind.
 OLD_GATES: dict[str, tuple[str, ...]] = {
@@ -122,18 +123,8 @@ FRAGMENTS = [
 ]
 SEPARATORS = ["", "", " ", "\n", "\t", "=", ":", '"', "'", "_", "-", ".", "/", "\u00a0"]
 
-pieces = st.one_of(
-    st.sampled_from(FRAGMENTS),
-    st.text(alphabet="akeystorcpwdbAKEYST3_-=: '\"\n", max_size=12),
-    st.text(max_size=6),
-)
-
-
-@st.composite
-def texts(draw: st.DrawFn) -> str:
-    parts = draw(st.lists(pieces, max_size=12))
-    separators = draw(st.lists(st.sampled_from(SEPARATORS), min_size=len(parts), max_size=len(parts)))
-    return "".join(part + separator for part, separator in zip(parts, separators))
+def texts() -> st.SearchStrategy[str]:
+    return joined_texts(FRAGMENTS, "akeystorcpwdbAKEYST3_-=: '\"\n", SEPARATORS, max_parts=12)
 
 
 @st.composite
