@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from distillation_pipeline.lib.jsonl import pread_line
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.schemas import (
     EvidenceRecord,
@@ -155,20 +156,10 @@ def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
 
 def read_line(path: Path, offset: int) -> bytes:
     """The line at byte ``offset``, stripped. ``os.open`` and ``pread``: no file object is built
-    for one line (preference re-reads a line or two per pair); a long line doubles the read."""
+    for one line (preference re-reads a line or two per pair)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        parts = []
-        size = _LINE_BLOCK
-        while data := os.pread(fd, size, offset):
-            end = data.find(b"\n")
-            if end >= 0:
-                parts.append(data[:end])
-                break
-            parts.append(data)
-            offset += len(data)
-            size *= 2
-        return b"".join(parts).strip()
+        return pread_line(fd, offset, block=_LINE_BLOCK).strip()
     finally:
         os.close(fd)
 

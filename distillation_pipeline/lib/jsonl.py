@@ -155,15 +155,19 @@ def read_line_at(path: Path, offset: int, limit: int = 1 << 26) -> bytes:
 
 def pread_line(fd: int, offset: int, block: int = 256) -> bytes:
     """The bytes from ``offset`` to the next newline (or the end) of an open file, without the
-    newline: for short lines read back by offset from a file still being written (no seek, so
-    the writer's position is untouched)."""
-    chunk = b""
-    while b"\n" not in chunk:
-        more = os.pread(fd, block, offset + len(chunk))
-        if not more:
+    newline: for lines read back by offset, from a file still being written too (no seek, so
+    the writer's position is untouched). Each further read is twice as long: a long line costs
+    a few reads, not one per ``block``."""
+    parts = []
+    while data := os.pread(fd, block, offset):
+        end = data.find(b"\n")
+        if end >= 0:
+            parts.append(data[:end])
             break
-        chunk += more
-    return chunk.split(b"\n", 1)[0]
+        parts.append(data)
+        offset += len(data)
+        block *= 2
+    return b"".join(parts)
 
 
 def iter_json_rows(path: Path) -> Iterator[dict[str, Any]]:
