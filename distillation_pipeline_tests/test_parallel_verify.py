@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from distillation_pipeline.exports import parallel_verify
-from distillation_pipeline.exports.parallel_verify import VerifyJob, run_job, verify_side_by_side, warm_up
+from distillation_pipeline.exports.parallel_verify import VerifyJob, run_job, verify_side_by_side
+from distillation_pipeline.lib import workers
+from distillation_pipeline.lib.workers import warm_up
 from distillation_pipeline_tests.test_exports_incremental import export_all, substrate
 
 
@@ -16,10 +17,10 @@ def test_side_by_side_outcomes_equal_in_process_ones_with_or_without_warm_worker
     expected = {job.dataset: run_job(job) for job in jobs}
     assert verify_side_by_side(jobs) == expected  # workers started for the checks
     warm_up()
-    warm = parallel_verify._warm  # noqa: SLF001
+    warm = workers._warm  # noqa: SLF001
     warm_up()  # idempotent: the same workers
-    assert warm is not None and parallel_verify._warm is warm  # noqa: SLF001
+    assert warm is not None and workers._warm is warm  # noqa: SLF001
     assert verify_side_by_side(jobs) == expected
-    assert parallel_verify._warm is None  # noqa: SLF001 (used once, then joined)
+    assert workers._warm is None  # noqa: SLF001 (used once, then joined)
     with pytest.raises(RuntimeError, match="shutdown"):  # and shut down (its workers joined)
         warm.submit(print)

@@ -13,10 +13,10 @@ from distillation_pipeline.defs.pipeline.checks import DATASET_ASSET
 from distillation_pipeline.defs.pipeline.jobs import PIPELINE_JOB_NAME
 from distillation_pipeline.defs.progress import progress_logger
 from distillation_pipeline.defs.resources import DistillPaths, RunOptions, default_root
-from distillation_pipeline.exports.parallel_verify import warm_up
 from distillation_pipeline.lib.atomic import sweep_temp_files
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.locks import root_lock
+from distillation_pipeline.lib.workers import warm_up
 from distillation_pipeline.schemas import StageReceipt
 
 LOCAL_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "scripts" / "dagster.local.yaml"

@@ -4,19 +4,14 @@ The firewall re-read is pure CPU per dataset (parse, rescan for credentials and 
 recompute ids; on later runs mostly hashing lines, see ``verified_rows``) and the datasets are
 independent, so on a 2-core machine the RAG check (the largest) runs in a worker process while
 SFT and preference run in the calling process: the checks take about as long as the RAG check
-alone instead of the sum. The worker is spawned (not forked from a process that runs Dagster's
-threads) and imports only this package's export code; a single dataset is verified in the
-calling process.
+alone instead of the sum. A single dataset is verified in the calling process.
 
-A spawned worker spends ~0.5 s importing that code before its first row (two at once on two
-cores). ``warm_up`` starts the workers early, so that where the checks run in the process that
-ran the stages (the ``distill`` command), their start-up overlaps the stages. The workers are
-joined when the checks end, so their CPU time is counted with the process that started them.
+The workers are ``lib/workers``': warm ones if the stages before borrowed them (the ``distill``
+command), else spawned here. The checks are their last user: they take the workers and join
+them when done.
 """
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +27,7 @@ from distillation_pipeline.exports.verified_rows import (
 )
 from distillation_pipeline.exports.verify import Remembered, verify_dataset
 from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.lib.workers import taken
 
 VIOLATION_LIMIT = 10_000
 
@@ -117,37 +113,10 @@ def keep_outcome(layout: Layout, job: VerifyJob, outcome: VerifyOutcome, files: 
     return False
 
 
-_MAX_WORKERS = 2  # the checks of the two larger datasets; the smallest runs in the caller
-_warm: ProcessPoolExecutor | None = None
-
-
-def _ready() -> None:
-    """A worker's first task: by the time it runs, the worker has imported this module."""
-
-
-def warm_up() -> None:
-    """Start the check workers now (spawned, importing the export code), for the next
-    ``verify_side_by_side`` in this process to use. Idempotent."""
-    global _warm
-    if _warm is None:
-        _warm = ProcessPoolExecutor(max_workers=_MAX_WORKERS, mp_context=multiprocessing.get_context("spawn"))
-        for _ in range(_MAX_WORKERS):
-            _warm.submit(_ready)  # one process is started per task while none is idle
-
-
-def _workers(count: int) -> ProcessPoolExecutor:
-    """The warmed-up workers if there are any (taken: one use), else new ones."""
-    global _warm
-    pool, _warm = _warm, None
-    if pool is None:
-        pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
-    return pool
-
-
 def verify_side_by_side(jobs: list[VerifyJob]) -> dict[str, VerifyOutcome]:
     """Each dataset's outcome (no violations: it holds): the smallest file in the calling
     process, which has the code imported already, and each larger one in a spawned worker
-    (``warm_up``'s if it ran), started first.
+    (``lib/workers.warm_up``'s if it ran), started first.
 
     The calling process has just run the pipeline's stages and keeps their high-water memory;
     a check's arrays (~80 bytes a row) on top of that were the run's peak at 1M rows, so the
@@ -155,7 +124,7 @@ def verify_side_by_side(jobs: list[VerifyJob]) -> dict[str, VerifyOutcome]:
     if len(jobs) <= 1:
         return {job.dataset: run_job(job) for job in jobs}
     *larger, smallest = sorted(jobs, key=_size, reverse=True)
-    with _workers(len(larger)) as pool:  # joined on leaving: their CPU counts as ours
+    with taken(len(larger)) as pool:  # the last stage to use the workers: joined on leaving
         futures = {job.dataset: pool.submit(run_job, job) for job in larger}
         outcomes = {smallest.dataset: run_job(smallest)}
         outcomes.update({dataset: future.result() for dataset, future in futures.items()})

@@ -6,6 +6,9 @@ gigabytes over and over. A cached digest is reused only while the file's size, m
 nanoseconds), inode and ctime are unchanged: our writers replace files (new inode) or append
 (new size), and an in-place edit changes the mtime and the ctime (which, unlike the mtime, no
 call can put back), so a stale digest is not served.
+
+The cache files are written by merging under their lock: a stage may run in two processes at
+once (``lib/workers``), and each keeps what it hashed without dropping the other's.
 """
 
 import os
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from distillation_pipeline.lib.atomic import atomic_write_bytes
+from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
 from distillation_pipeline.lib.hashing import file_sha256, file_sha256_with_prefix
 from distillation_pipeline.lib.layout import Layout
 
@@ -51,13 +54,8 @@ def _loaded(layout: Layout) -> dict[str, list]:
     loaded = _LOADED.get(path)
     if key is not None and loaded is not None and loaded[0] == key:
         return loaded[1]
-    try:
-        stored = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    if not isinstance(stored, dict):
-        return {}
-    if key is not None:
+    stored = _read_json_object(path)
+    if key is not None and stored:
         _LOADED[path] = (key, stored)
     return stored
 
@@ -73,13 +71,28 @@ def _write_live(layout: Layout, path: Path, stored: dict[str, list]) -> dict[str
     return live
 
 
-def _store(layout: Layout, stored: dict[str, list]) -> None:
-    if not layout.state_dir.exists():
-        return
+def _read_json_object(path: Path) -> dict[str, list]:
+    try:
+        stored = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def _merge_into(layout: Layout, path: Path, updates: dict[str, list]) -> dict[str, list] | None:
+    """Write the file at ``path`` as it is on disk now plus ``updates``, under its lock; returns
+    what it wrote (None without a state directory: nothing is kept)."""
+    if not updates or not layout.state_dir.exists():
+        return None
+    with locked(path):
+        return _write_live(layout, path, {**_read_json_object(path), **updates})
+
+
+def _store(layout: Layout, updates: dict[str, list]) -> None:
     path = _cache_file(layout)
-    live = _write_live(layout, path, stored)
+    live = _merge_into(layout, path, updates)
     key = _stat_key(path)
-    if key is not None:
+    if live is not None and key is not None:
         _LOADED[path] = (key, live)
 
 
@@ -137,7 +150,7 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
     receipt's, writes them): for callers that ask file by file in a loop.
     """
     stored = _load(layout)
-    changed = False
+    updated: list[str] = []
     result: dict[Path, str] = {}
     prefixes: dict[Path, tuple[os.stat_result, int, str]] = {}
     for path in paths:
@@ -145,11 +158,13 @@ def file_digests(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
             stat = os.stat(path)
         except FileNotFoundError:
             continue
-        digest, fresh = _cached_sha256(path, layout.relative(path), stat, stored, prefixes)
-        changed |= fresh
+        rel = layout.relative(path)
+        digest, fresh = _cached_sha256(path, rel, stat, stored, prefixes)
+        if fresh:
+            updated.append(rel)
         result[path] = digest
-    if changed and persist:
-        _store(layout, stored)
+    if updated and persist:
+        _store(layout, {rel: stored[rel] for rel in updated})
         remember_prefixes(layout, prefixes)
     return result
 
@@ -194,7 +209,7 @@ def file_entries(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
     lists. One stat per file; the sha256 comes from the same cache as ``file_digests`` (keyed
     by that stat), else from the bytes."""
     stored = _load(layout)
-    changed = False
+    updated: list[str] = []
     result: dict[Path, tuple[str, int, str]] = {}
     real_dirs: dict[str, str] = {}
     root_prefix = f"{str(layout.root).rstrip('/')}/"
@@ -205,17 +220,18 @@ def file_entries(layout: Layout, paths: list[Path], *, persist: bool = True) -> 
             continue
         rel, stat = found
         digest, fresh = _cached_sha256(path, rel, stat, stored, prefixes)
-        changed |= fresh
+        if fresh:
+            updated.append(rel)
         result[path] = (rel, stat.st_size, digest)
-    if changed and persist:
-        _store(layout, stored)
+    if updated and persist:
+        _store(layout, {rel: stored[rel] for rel in updated})
         remember_prefixes(layout, prefixes)
     return result
 
 
 def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
     """Record the sha256 of files a writer hashed while writing them (now on disk, replaced)."""
-    stored = _load(layout)
+    updates: dict[str, list] = {}
     for path, digest in digests.items():
         try:
             stat = os.stat(path)
@@ -223,8 +239,8 @@ def remember_digests(layout: Layout, digests: dict[Path, str]) -> None:
             continue
         key = _key(layout.relative(path), stat)
         _MEMORY[key] = digest
-        stored[key[0]] = [*key[1:], digest]
-    _store(layout, stored)
+        updates[key[0]] = [*key[1:], digest]
+    _store(layout, updates)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,11 +262,7 @@ def _prefix_cache_file(layout: Layout) -> Path:
 
 
 def _load_prefixes(layout: Layout) -> dict[str, list]:
-    try:
-        stored = orjson.loads(_prefix_cache_file(layout).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return stored if isinstance(stored, dict) else {}
+    return _read_json_object(_prefix_cache_file(layout))
 
 
 def remember_prefixes(layout: Layout, prefixes: dict[Path, tuple[os.stat_result, int, str]]) -> None:
@@ -258,13 +270,12 @@ def remember_prefixes(layout: Layout, prefixes: dict[Path, tuple[os.stat_result,
     stat the digest holds for (taken by the caller around its hashing, or after its rename)."""
     if not prefixes:
         return
-    stored = _load_prefixes(layout)
+    updates: dict[str, list] = {}
     for path, (stat, length, digest) in prefixes.items():
         key = _key(layout.relative(path), stat)
         _PREFIX_MEMORY[key] = (length, digest)
-        stored[key[0]] = [*key[1:], length, digest]
-    if layout.state_dir.exists():
-        _write_live(layout, _prefix_cache_file(layout), stored)
+        updates[key[0]] = [*key[1:], length, digest]
+    _merge_into(layout, _prefix_cache_file(layout), updates)
 
 
 def prefix_entries(layout: Layout, paths: list[Path]) -> dict[Path, tuple[tuple[int, int, int, int], int, str]]:
