@@ -118,9 +118,9 @@ def run_pipeline(
         for leftover in layout.kb_dir.glob(".evidence_health.md.*.tmp"):
             leftover.unlink(missing_ok=True)
         if assets is None or sum(name in DATASET_ASSET.values() for name in assets) > 1:
-            # the firewall checks of two or more datasets run in this process after the export,
-            # side by side: their workers start (importing the export code) while the stages run
-            warm_up()
+            # two or more datasets are exported, then checked, on both cores: the workers start
+            # (importing the export code) while Dagster starts and the first stages run
+            warm_up("distillation_pipeline.exports.parallel_export", "distillation_pipeline.exports.parallel_verify")
         result = job.execute_in_process(
             run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
         )

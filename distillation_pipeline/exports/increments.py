@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from distillation_pipeline.exports.candidates import SourceFiles
-from distillation_pipeline.lib.atomic import atomic_write_bytes, atomic_writer
+from distillation_pipeline.lib.atomic import StagedFile, atomic_write_bytes, staged_writer
 from distillation_pipeline.lib.digests import file_digests, file_entries, prefix_entries, remember_digests
 from distillation_pipeline.lib.hashing import HashingSink, code_digest, file_sha256
 from distillation_pipeline.lib.layout import Layout
@@ -333,6 +333,32 @@ def _read_records(path: Path) -> Iterator[PartitionRecord]:
                 return  # a damaged line ends the reuse; the rest is read from the files
 
 
+@dataclass
+class StateCommit:
+    """A dataset's state, staged (``StateWriter.prepare``) and put in place with its outputs
+    (``apply``): the parts file and side files first, then the header that names their sha256
+    and the outputs', so a crash in between leaves a state the next run refuses. Plain values,
+    so a worker process that exported the dataset can hand it to the process that commits."""
+
+    layout: Layout
+    dataset: str
+    staged: list[StagedFile]
+    digests: dict[Path, str]  # sha256 of each staged file, by its target
+    header: bytes
+
+    def apply(self) -> None:
+        for staged in self.staged:
+            staged.commit()
+        remember_digests(self.layout, self.digests)  # after the renames: keyed by the files' stat
+        atomic_write_bytes(_header_path(self.layout, self.dataset), self.header)
+
+    def discard(self) -> None:
+        """The export failed: drop the staged files and the header (next run: full)."""
+        for staged in self.staged:
+            staged.discard()
+        _header_path(self.layout, self.dataset).unlink(missing_ok=True)
+
+
 class StateWriter:
     """This run's records of one dataset; committed only after its outputs are in place."""
 
@@ -341,32 +367,34 @@ class StateWriter:
         self._dataset = dataset
         self._header = _expected_header(layout, dataset, options, code)
         layout.export_state_dir.mkdir(parents=True, exist_ok=True)
-        self._writer = atomic_writer(_parts_path(layout, dataset))
-        self._handle = HashingSink(self._writer.__enter__())
-        self._sides: dict[str, tuple[Any, HashingSink]] = {}  # name -> (atomic writer, its sink)
+        self._writer = staged_writer(_parts_path(layout, dataset))
+        handle, self._staged = self._writer.__enter__()
+        self._handle = HashingSink(handle)
+        self._sides: dict[str, tuple[Any, StagedFile, HashingSink]] = {}  # name -> (writer, staged, its sink)
+        self._prepared: StateCommit | None = None
 
     def side_file(self, name: str) -> HashingSink:
         """A file of this dataset's own to keep beside the partition records (e.g. preference
         pairs per task). Written to a temporary file; committed with the header, which names
         its sha256, so a crash between the two leaves a state the next run refuses."""
-        writer = atomic_writer(_side_path(self._layout, self._dataset, name))
-        sink = HashingSink(writer.__enter__())  # read back while written (id index): mkstemp opens read-write
-        self._sides[name] = (writer, sink)
+        writer = staged_writer(_side_path(self._layout, self._dataset, name))
+        handle, staged = writer.__enter__()
+        sink = HashingSink(handle)  # read back while written (id index): mkstemp opens read-write
+        self._sides[name] = (writer, staged, sink)
         return sink
 
     def add(self, record: PartitionRecord) -> None:
         self._handle.write(record.to_json())
 
-    def commit(self, output_digests: dict[Path, str], copied_verified: bool = False) -> None:
-        """Parts file, then the header naming its sha256 and the outputs': a crash in between is caught."""
+    def prepare(self, output_digests: dict[Path, str], copied_verified: bool = False) -> StateCommit:
+        """The state for outputs with these sha256, staged and synced, for ``StateCommit.apply``."""
         self._writer.__exit__(None, None, None)
-        parts = _parts_path(self._layout, self._dataset)
+        staged, digests = [self._staged], {self._staged.target: self._handle.hexdigest()}
         sides = {}
-        for name, (writer, sink) in self._sides.items():
+        for name, (writer, side, sink) in self._sides.items():
             writer.__exit__(None, None, None)
-            sides[name] = sink.hexdigest()
-        remember_digests(self._layout, {parts: self._handle.hexdigest(),
-                                        **{_side_path(self._layout, self._dataset, n): d for n, d in sides.items()}})  # fmt: skip
+            sides[name] = digests[side.target] = sink.hexdigest()
+            staged.append(side)
         header = {
             **self._header,
             "parts_sha256": self._handle.hexdigest(),
@@ -375,13 +403,19 @@ class StateWriter:
             "output_order": [self._layout.relative(path) for path in output_digests],
             "copied_verified": copied_verified,  # the ``copied`` ranges come from checked files
         }
-        atomic_write_bytes(_header_path(self._layout, self._dataset), orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
+        self._prepared = StateCommit(
+            self._layout, self._dataset, staged, digests, orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
+        )
+        return self._prepared
 
     def abandon(self) -> None:
         """The export failed: drop the temporary parts file and the header (next run: full)."""
+        if self._prepared is not None:
+            self._prepared.discard()
+            return
         exc = RuntimeError("export abandoned")
         self._writer.__exit__(RuntimeError, exc, None)  # the writer removes its temp file
-        for writer, _ in self._sides.values():
+        for writer, _, _ in self._sides.values():
             writer.__exit__(RuntimeError, exc, None)
         _header_path(self._layout, self._dataset).unlink(missing_ok=True)
 

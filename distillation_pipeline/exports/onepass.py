@@ -6,7 +6,9 @@ order, so they share one read: every position is parsed once and offered to each
 streams admit it (``Participant.eligible``); a file no selected dataset admits is only counted.
 Each dataset still writes its own files, keeps its own counts and refuses on its own rules, and
 sees exactly the positions it would see alone, so a dataset's bytes do not depend on which
-others were exported beside it (tested).
+others were exported beside it (tested). That is what lets ``parallel_export`` run two passes
+side by side, one per core: each prepares its outputs (``prepare_exports``), and the caller
+puts both in place or neither.
 
 Text scans shared between datasets (credentials, cited paths) are memoised per text in
 ``secrets.find_secret`` and ``paths.cited_paths``, so SFT and preference scanning the same
@@ -17,6 +19,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,6 +37,7 @@ from distillation_pipeline.exports.increments import (
     FileWindow,
     PartitionRecord,
     PrefixCheck,
+    StateCommit,
     StateReader,
     StateWriter,
     code_digest,
@@ -44,6 +48,7 @@ from distillation_pipeline.exports.increments import (
 from distillation_pipeline.exports.paths import RepoManifest
 from distillation_pipeline.exports.quarantine import open_outputs
 from distillation_pipeline.exports.result import ExportResult
+from distillation_pipeline.lib.atomic import StagedFile
 from distillation_pipeline.lib.digests import remember_digests
 from distillation_pipeline.lib.hashing import HashingSink
 from distillation_pipeline.lib.layout import Layout
@@ -120,6 +125,38 @@ def _file_states(source: SourceFiles) -> tuple:
     return tuple(states)
 
 
+@dataclass
+class PreparedExport:
+    """An export pass whose outputs and state are complete and synced beside their targets,
+    not yet in place. Plain values: a worker process that ran a pass hands it to the process
+    that commits every dataset's (``commit``), or none (``discard``)."""
+
+    layout: Layout
+    results: dict[str, ExportResult]
+    outputs: list[StagedFile]
+    digests: dict[Path, str]  # sha256 of each output, by its target
+    stats: list[FileStats]  # the dataset card's counts of each output
+    states: list[StateCommit]
+
+    def commit(self) -> dict[str, ExportResult]:
+        for staged in self.outputs:
+            staged.commit()
+        if self.outputs:  # after the renames: the digest cache is keyed by the files' stat
+            # Receipts and the dataset card then need not read ~all exported bytes back.
+            remember_digests(self.layout, self.digests)
+            remember_stats(self.layout, self.stats)
+        for state in self.states:  # after the outputs: the state names their sha256
+            state.apply()
+        return self.results
+
+    def discard(self) -> None:
+        """Leave every previous output as it was, and drop the export state (next run: full)."""
+        for staged in self.outputs:
+            staged.discard()
+        for state in self.states:
+            state.discard()
+
+
 def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run: bool) -> dict[str, ExportResult]:
     """Export every participant's dataset in one read of the trees; results by dataset name.
 
@@ -128,6 +165,11 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
     What the previous run recorded (``exports/increments.py``) lets unchanged partition
     prefixes be copied instead of re-read; a dry run reads everything and records nothing.
     """
+    return prepare_exports(layout, participants, dry_run=dry_run).commit()
+
+
+def prepare_exports(layout: Layout, participants: Sequence[Participant], *, dry_run: bool) -> PreparedExport:
+    """``run_exports`` up to putting the outputs in place: that is ``PreparedExport.commit``."""
     sources = list_source_files(layout)
     current = {source.relative for source in sources}
     inputs = input_files(sources)
@@ -147,11 +189,14 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
     pass_ = _Pass(layout, participants, previous)
     pass_.prefixes.prefetch([path for source in sources for path in (source.evidence, source.scored)])
     written: dict[Path, HashingSink] = {}
+    staged: list[StagedFile] = []
     writers = {} if dry_run else {p: StateWriter(layout, p.result.dataset, p.result.options, code) for p in participants}
     try:
         with contextlib.ExitStack() as stack:
             for participant in participants:
-                sinks = [HashingSink(sink) for sink in stack.enter_context(open_outputs(participant.outputs, dry_run))]
+                handles, outputs = stack.enter_context(open_outputs(participant.outputs, dry_run))
+                sinks = [HashingSink(handle) for handle in handles]
+                staged += outputs
                 written.update(zip(participant.outputs, sinks, strict=True))
                 participant.open(sinks)
                 participant.attach_state(previous.get(participant), writers.get(participant), current)
@@ -164,24 +209,25 @@ def run_exports(layout: Layout, participants: Sequence[Participant], *, dry_run:
             # Before the outputs replace the previous ones: every copy is proven against the
             # bytes the state names (``StaleOutput`` otherwise, and the previous outputs stay).
             copied_verified = {p: state.confirm() for p, state in previous.items() if state.valid}
+        for participant in participants:
+            participant.result.outputs = [] if dry_run else list(participant.outputs)
+            participant.result.reused_positions = pass_.reused.get(participant, 0)
+        digests = {} if dry_run else {path: sink.hexdigest() for path, sink in written.items()}
+        stats = [] if dry_run else [s for participant in participants for s in participant.card_stats()]
+        for s in stats:
+            s.sha256, s.bytes = digests[s.path], written[s.path].size
+        states = [
+            writer.prepare({path: digests[path] for path in participant.outputs}, copied_verified.get(participant, False))
+            for participant, writer in writers.items()
+        ]
     except BaseException:
+        for output in staged:
+            output.discard()
         for writer in writers.values():
             writer.abandon()
         raise
-    for participant in participants:
-        participant.result.outputs = [] if dry_run else list(participant.outputs)
-        participant.result.reused_positions = pass_.reused.get(participant, 0)
-    if not dry_run:
-        # Receipts and the dataset card then need not read ~all exported bytes back.
-        digests = {path: sink.hexdigest() for path, sink in written.items()}
-        remember_digests(layout, digests)
-        stats = [s for participant in participants for s in participant.card_stats()]
-        for s in stats:
-            s.sha256, s.bytes = digests[s.path], written[s.path].size
-        remember_stats(layout, stats)
-        for participant, writer in writers.items():
-            writer.commit({path: digests[path] for path in participant.outputs}, copied_verified.get(participant, False))
-    return {participant.result.dataset: participant.result for participant in participants}
+    results = {participant.result.dataset: participant.result for participant in participants}
+    return PreparedExport(layout, results, staged, digests, stats, states)
 
 
 class _Pass:

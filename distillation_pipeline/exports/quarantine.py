@@ -15,7 +15,7 @@ from typing import IO
 from distillation_pipeline.exports.candidates import Broken, Candidate
 from distillation_pipeline.exports.ids import quarantine_id
 from distillation_pipeline.exports.result import ExportResult
-from distillation_pipeline.lib.atomic import atomic_writer
+from distillation_pipeline.lib.atomic import StagedFile, staged_writer
 from distillation_pipeline.lib.jsonl import dumps_line
 from distillation_pipeline.schemas import QuarantineReason, QuarantineRecord
 
@@ -33,13 +33,16 @@ class _NullSink:
 
 
 @contextlib.contextmanager
-def open_outputs(paths: list[Path], dry_run: bool) -> Iterator[list[IO[bytes]]]:
-    """One sink per path, each replaced atomically when the block succeeds (all or none on error)."""
+def open_outputs(paths: list[Path], dry_run: bool) -> Iterator[tuple[list[IO[bytes]], list[StagedFile]]]:
+    """One sink per path, and the staged file each becomes when the block succeeds (synced,
+    not yet in place: the caller commits all of them, or discards them); on error none is
+    left. A dry run writes nothing and stages nothing."""
     if dry_run:
-        yield [_NullSink() for _ in paths]  # type: ignore[misc]
+        yield [_NullSink() for _ in paths], []  # type: ignore[misc]
         return
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_writer(path)) for path in paths]
+        opened = [stack.enter_context(staged_writer(path)) for path in paths]
+        yield [handle for handle, _ in opened], [staged for _, staged in opened]
 
 
 class QuarantineWriter:

@@ -11,6 +11,7 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,22 +29,50 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """A complete, synced temporary file waiting to replace ``target`` (``staged_writer``).
+    Plain values, so a worker process can hand it to the process that commits."""
+
+    temporary: Path
+    target: Path
+
+    def commit(self) -> None:
+        os.replace(self.temporary, self.target)
+        _fsync_dir(self.target.parent)
+
+    def discard(self) -> None:
+        self.temporary.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Stream into a temporary file beside ``path``; it replaces ``path`` only on success."""
+def staged_writer(path: Path) -> Iterator[tuple[BinaryIO, StagedFile]]:
+    """The first half of ``atomic_writer``: stream into a temporary sibling of ``path``, synced
+    when the block succeeds and removed if it fails. Putting it in place is the caller's
+    ``StagedFile.commit``, once every file that must change with it is staged too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be read by the UI and other users
-    tmp = Path(tmp_name)
+    staged = StagedFile(Path(tmp_name), path)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            yield handle
+            yield handle, staged
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Stream into a temporary file beside ``path``; it replaces ``path`` only on success."""
+    with staged_writer(path) as (handle, staged):
+        yield handle
+    try:
+        staged.commit()
+    except BaseException:
+        staged.discard()
         raise
 
 

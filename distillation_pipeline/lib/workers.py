@@ -15,6 +15,7 @@ process), a stage starts its own and joins them when it ends.
 """
 
 import contextlib
+import importlib
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,17 +28,20 @@ def _spawned(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _ready() -> None:
-    """A worker's first task: by the time it runs, the worker has imported this package."""
+def _ready(modules: tuple[str, ...]) -> None:
+    """A worker's first task: import what the stages' tasks will need."""
+    for module in modules:
+        importlib.import_module(module)
 
 
-def warm_up() -> None:
-    """Start the workers now for the stages to come in this process. Idempotent."""
+def warm_up(*modules: str) -> None:
+    """Start the workers now for the stages to come in this process, importing ``modules``
+    in each. Idempotent."""
     global _warm
     if _warm is None:
         _warm = _spawned(MAX_WORKERS)
         for _ in range(MAX_WORKERS):
-            _warm.submit(_ready)  # one process is started per task while none is idle
+            _warm.submit(_ready, modules)  # one process is started per task while none is idle
 
 
 @contextlib.contextmanager

@@ -17,10 +17,7 @@ from distillation_pipeline.defs.resources import DistillPaths, RunOptions
 from distillation_pipeline.evidence.collect import collect
 from distillation_pipeline.evidence.health import write_health_report
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK, ExportResult
-from distillation_pipeline.exports.onepass import run_exports
-from distillation_pipeline.exports.preference import preference_export
-from distillation_pipeline.exports.rag import rag_export
-from distillation_pipeline.exports.sft import sft_export
+from distillation_pipeline.exports.parallel_export import DATASETS, DatasetExport, export_datasets
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
 from distillation_pipeline.schemas import RecordCounts, Validation
@@ -326,7 +323,8 @@ def _dataset_spec(key: str, description: str) -> dg.AssetSpec:
 def datasets(
     context: dg.AssetExecutionContext, config: ExportConfig, paths: DistillPaths, options: RunOptions
 ) -> Iterator[dg.MaterializeResult]:
-    """The selected datasets in one read of the evidence and scored trees (``exports/onepass.py``).
+    """The selected datasets in one read of the evidence and scored trees (``exports/onepass.py``),
+    or two reads side by side, one per core (``exports/parallel_export.py``).
 
     Each dataset keeps its own receipt, counts and checks; a dataset whose counts do not balance
     fails the step after every receipt is written (the others are still reported).
@@ -335,14 +333,14 @@ def datasets(
     selected = [key.to_user_string() for key in context.selected_asset_keys]
     wanted = {DATASET_KEYS[name][0] for name in selected}
     started_at = now_utc()
+    exports = [
+        DatasetExport(dataset, include_review=config.include_review, include_partial=config.include_partial,
+                      max_pairs_per_task=config.max_pairs_per_task)
+        for dataset in DATASETS if dataset in wanted
+    ]  # fmt: skip
     with stage_lock(layout):
-        participants = [
-            *([rag_export(layout, include_review=config.include_review, dry_run=options.dry_run)] if "rag" in wanted else []),
-            *([sft_export(layout, include_partial=config.include_partial, dry_run=options.dry_run)] if "sft" in wanted else []),
-            *([preference_export(layout, max_pairs_per_task=config.max_pairs_per_task, dry_run=options.dry_run)]
-              if "preference" in wanted else []),
-        ]  # fmt: skip
-        results = run_exports(layout, participants, dry_run=options.dry_run)
+        # two passes side by side when two or more datasets are selected (exports/parallel_export.py)
+        results = export_datasets(layout, exports, dry_run=options.dry_run)
     finished_at = now_utc()
     outcomes = {
         name: _export_stage(context, layout, DATASET_KEYS[name][1], results[DATASET_KEYS[name][0]], options,
