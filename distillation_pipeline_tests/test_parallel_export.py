@@ -65,3 +65,16 @@ def test_a_failed_half_leaves_every_previous_output_and_no_temporary(tmp_path: P
     assert after.pop(broken) == b"not a folder"
     assert after == {k: v for k, v in before.items() if not k.startswith(f"{broken}/")}
     assert not [p for p in layout.root.rglob("*.tmp")]
+
+
+def test_on_one_core_the_datasets_share_one_pass_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_CORES", "1")
+    layout = substrate(tmp_path / "root")
+    folder = layout.exports_dir / "sft"
+    folder.parent.mkdir(parents=True)
+    folder.write_bytes(b"not a folder")
+    # One pass in this process: the failure is this process's own, raised from the pass that
+    # also holds RAG's outputs (side by side, RAG's half would have completed on its own).
+    with pytest.raises(OSError) as failure:
+        export_datasets(layout, ALL, dry_run=False)
+    assert "onepass.py" in "".join(str(entry.path) for entry in failure.traceback)

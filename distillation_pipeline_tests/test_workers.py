@@ -55,3 +55,28 @@ def test_a_stage_that_fails_with_warm_workers_leaves_none_for_the_next() -> None
     assert workers._warm is None  # noqa: SLF001
     with pytest.raises(RuntimeError, match="shutdown"):
         warm.submit(_pid)
+
+
+def test_usable_cores_follows_the_override_else_the_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.CORES_ENV, "1")
+    assert workers.usable_cores() == 1 and not workers.can_split()
+    monkeypatch.setenv(workers.CORES_ENV, "4")
+    assert workers.usable_cores() == 4 and workers.can_split()
+    monkeypatch.setenv(workers.CORES_ENV, "two")
+    with pytest.raises(ValueError, match="DISTILL_CORES='two'"):
+        workers.usable_cores()
+    monkeypatch.delenv(workers.CORES_ENV)
+    assert 1 <= workers.usable_cores() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("contents", "expected"),
+    [(["150000 100000"], 2), (["max 100000"], None), (["50000 100000"], 1), (["-1", "100000"], None), (["200000", "100000"], 2)],
+)
+def test_a_cgroup_quota_caps_the_cores(tmp_path, monkeypatch: pytest.MonkeyPatch, contents: list[str], expected) -> None:
+    files = []
+    for i, text in enumerate(contents):
+        (tmp_path / f"f{i}").write_text(text + "\n")
+        files.append(str(tmp_path / f"f{i}"))
+    monkeypatch.setattr(workers, "_QUOTA_FILES", (tuple(files),))
+    assert workers._quota_cores() == expected  # noqa: SLF001

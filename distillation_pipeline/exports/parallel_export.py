@@ -24,7 +24,7 @@ from distillation_pipeline.exports.rag import rag_export
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.sft import sft_export
 from distillation_pipeline.lib.layout import Layout
-from distillation_pipeline.lib.workers import borrowed
+from distillation_pipeline.lib.workers import borrowed, can_split
 
 DATASETS = ("rag", "sft", "preference")  # the order results and receipts are listed in
 
@@ -63,8 +63,9 @@ def _prepare(layout: Layout, exports: Sequence[DatasetExport], dry_run: bool) ->
 
 
 def export_datasets(layout: Layout, exports: Sequence[DatasetExport], *, dry_run: bool) -> dict[str, ExportResult]:
-    """Export the datasets, in two processes when there are two groups; results by dataset."""
-    groups = halves(exports)
+    """Export the datasets, in two processes when there are two groups and two cores; results
+    by dataset."""
+    groups = halves(exports) if can_split() else [list(exports)]
     if len(groups) == 1:
         return _prepare(layout, groups[0], dry_run).commit()
     mine, theirs = groups

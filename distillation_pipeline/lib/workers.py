@@ -12,16 +12,64 @@ that started them (what the benchmark reports) and their memory is given back.
 
 Where there are no warm workers (a run launched from the UI executes each step in its own
 process), a stage starts its own and joins them when it ends.
+
+Splitting costs CPU (each half reads its inputs itself), so a stage splits only where a second
+core is there to take it (``can_split``): the process's CPU affinity, capped by a cgroup CPU
+quota (a container's limit, which the affinity does not show), or ``DISTILL_CORES``.
 """
 
 import contextlib
 import importlib
+import math
 import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 MAX_WORKERS = 2  # this machine's cores; a stage that splits in two runs one half in the caller
 _warm: ProcessPoolExecutor | None = None
+
+
+CORES_ENV = "DISTILL_CORES"
+# cgroup v2, then v1: "<quota> <period>" or "max <period>"; quota and period (-1: no limit)
+_QUOTA_FILES = (("/sys/fs/cgroup/cpu.max",), ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def _quota_cores() -> int | None:
+    """The cgroup CPU quota in whole cores (rounded up), None without one."""
+    for files in _QUOTA_FILES:
+        try:
+            values = " ".join(Path(name).read_text().strip() for name in files).split()
+        except OSError:
+            continue
+        if len(values) != 2 or values[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = int(values[0]), int(values[1])
+        except ValueError:
+            return None
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    return None
+
+
+def usable_cores() -> int:
+    """How many cores this process may keep busy: ``DISTILL_CORES`` if set, else its CPU
+    affinity capped by the cgroup quota."""
+    override = os.environ.get(CORES_ENV, "").strip()
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            raise ValueError(f"{CORES_ENV}={override!r}: expected a whole number of cores") from None
+    cores = len(os.sched_getaffinity(0))
+    quota = _quota_cores()
+    return min(cores, quota) if quota is not None else cores
+
+
+def can_split() -> bool:
+    """Is there a second core for a stage's other half?"""
+    return usable_cores() >= 2
 
 
 def _spawned(count: int) -> ProcessPoolExecutor:
