@@ -1,12 +1,16 @@
 """Run one child process and measure it: wall time, CPU time, peak RSS and an RSS timeline.
 
-Peak RSS and CPU time come from ``os.wait4`` (the kernel's ``ru_maxrss`` for that one child), not from
-``getrusage(RUSAGE_CHILDREN)``, which is a maximum over every child this process ever waited for
-and so could not tell the second run from the first. The timeline (``/proc/<pid>/status`` and
-``/proc/<pid>/stat`` polled ten times a second) is what lets a stage's own peak RSS and CPU
-seconds be read off its receipt's start and finish times; on a system without ``/proc`` it is
-simply empty. CPU seconds matter on a shared machine: when other work competes for the cores,
-wall time stretches and CPU time does not.
+CPU time comes from ``os.wait4`` (that child and the descendants it waited for), not from
+``getrusage(RUSAGE_CHILDREN)``, which adds up every child this process ever waited for and so
+could not tell the second run from the first. The run's stages split their work over worker
+processes (``lib/workers``), so memory and CPU are taken over the whole process tree: the
+timeline polls ``/proc`` ten times a second for the child and every live descendant (RSS
+summed: what the run holds at once; CPU: the child's own, the children it has reaped, and the
+live ones'). That timeline gives the run's peak RSS and lets a stage's peak RSS and CPU seconds
+be read off its receipt's start and finish times. The kernel's ``ru_maxrss`` is kept as the
+largest single process. On a system without ``/proc`` the timeline is empty and the peak is
+the largest process's. CPU seconds matter on a shared machine: when other work competes for
+the cores, wall time stretches and CPU time does not.
 """
 
 import os
@@ -26,11 +30,17 @@ class ProcessRun:
     wall_s: float
     cpu_user_s: float
     cpu_sys_s: float
-    peak_rss_kb: int
+    largest_process_rss_kb: int  # the kernel's ru_maxrss: the largest single process of the tree
     started_epoch: float
-    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (epoch s, RSS kB, CPU s so far)
+    # (epoch s, RSS kB, CPU s so far), each over the whole process tree
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def peak_rss_kb(self) -> int:
+        """The most the run's processes held at once (sampled), else its largest process."""
+        return max([rss for _, rss, _ in self.samples] + [self.largest_process_rss_kb])
 
     @property
     def peak_rss_mb(self) -> float:
@@ -54,6 +64,18 @@ class ProcessRun:
         return until[-1] - (before[-1] if before else 0.0)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3.. of ``/proc/<pid>/stat`` (after "(comm)", which may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _rss_kb(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", "rb") as handle:
@@ -65,17 +87,39 @@ def _rss_kb(pid: int) -> int | None:
     return None
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+def _descendants(root: int) -> list[int]:
+    """Live processes under ``root``: one scan of /proc for parent ids, then the tree from them."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields is not None and len(fields) > 1:
+                children.setdefault(int(fields[1]), []).append(int(entry))  # field 4 of proc(5): ppid
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
-def _cpu_s(pid: int) -> float | None:
-    """utime + stime of a live process, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()  # after "(comm)", which may hold spaces
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of proc(5)
-    except (OSError, ValueError, IndexError):
+def _tree_sample(pid: int) -> tuple[int, float] | None:
+    """(RSS kB summed, CPU s) of ``pid`` and its live descendants; None once ``pid`` is gone.
+    CPU: each process's utime + stime, plus the root's cutime + cstime (the children it reaped),
+    so a worker's CPU is counted once whether it is still running or already joined."""
+    fields, rss = _stat_fields(pid), _rss_kb(pid)
+    if fields is None or rss is None:
         return None
+    try:
+        ticks = sum(int(value) for value in fields[11:15])  # fields 14-17 of proc(5)
+        for child in _descendants(pid):
+            child_fields, child_rss = _stat_fields(child), _rss_kb(child)
+            if child_fields is not None and child_rss is not None:  # else it exited meanwhile
+                ticks += int(child_fields[11]) + int(child_fields[12])
+                rss += child_rss
+    except (ValueError, IndexError):
+        return None
+    return rss, ticks / _TICKS
 
 
 def _load() -> tuple[float, float, float]:
@@ -98,9 +142,9 @@ def run_measured(command: list[str], log_file: Path, env: dict[str, str] | None 
 
         def poll() -> None:
             while not done.is_set():
-                rss, cpu = _rss_kb(proc.pid), _cpu_s(proc.pid)
-                if rss is not None and cpu is not None:
-                    samples.append((time.time(), rss, cpu))
+                sample = _tree_sample(proc.pid)
+                if sample is not None:
+                    samples.append((time.time(), *sample))
                 done.wait(POLL_SECONDS)
 
         poller = threading.Thread(target=poll, daemon=True)
@@ -116,7 +160,7 @@ def run_measured(command: list[str], log_file: Path, env: dict[str, str] | None 
         wall_s=wall,
         cpu_user_s=usage.ru_utime,
         cpu_sys_s=usage.ru_stime,
-        peak_rss_kb=usage.ru_maxrss,  # kB on Linux
+        largest_process_rss_kb=usage.ru_maxrss,  # kB on Linux
         started_epoch=started_epoch,
         samples=samples,
         load_before=load_before,

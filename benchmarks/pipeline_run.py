@@ -74,7 +74,8 @@ class PipelineRun:
             "cpu_s": round(p.cpu_s, 3),
             "stage_s": round(self.stage_seconds, 3),
             "outside_stages_s": round(p.wall_s - self.stage_seconds, 3),
-            "peak_rss_mb": round(p.peak_rss_mb, 1),
+            "peak_rss_mb": round(p.peak_rss_mb, 1),  # the whole process tree at once (measure.py)
+            "largest_process_rss_mb": round(p.largest_process_rss_kb / 1024, 1),
             "load_before": [round(x, 2) for x in p.load_before],
             "load_after": [round(x, 2) for x in p.load_after],
             "stages": {name: timing.to_dict() for name, timing in self.stages.items()},

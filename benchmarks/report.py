@@ -254,7 +254,7 @@ def render_markdown(results: dict, plots: list[str], out_dir: Path) -> str:
             "ratio to floor",
             "stages / floor",
             "CPU / floor CPU",
-            "peak RSS MB",
+            "peak RSS MB (largest process)",
             "load avg before / after",
         ],
         [
@@ -270,7 +270,7 @@ def render_markdown(results: dict, plots: list[str], out_dir: Path) -> str:
                 f"{s['ratio_to_floor']:.1f}x",
                 f"{s['stage_ratio_to_floor']:.1f}x",
                 f"{s['cpu_ratio_to_floor']:.1f}x",
-                f"{s['pipeline']['peak_rss_mb']:.0f}",
+                f"{s['pipeline']['peak_rss_mb']:.0f} ({_opt(s['pipeline'].get('largest_process_rss_mb'), '.0f')})",
                 f"{s['pipeline']['load_before'][0]:.1f} / {s['pipeline']['load_after'][0]:.1f}",
             ]
             for s in sizes
@@ -280,7 +280,8 @@ def render_markdown(results: dict, plots: list[str], out_dir: Path) -> str:
         "## Per stage",
         "",
         "Rows/s is the stage's `records_in` over its receipt's duration. Peak RSS and CPU s "
-        "are sampled from `/proc` every 0.1 s over the stage's receipt window.",
+        "are sampled from `/proc` every 0.1 s over the stage's receipt window, over the whole process "
+        "tree: the stages' and checks' worker processes (`lib/workers`) are summed with the main one.",
         "",
     ]
     stage_rows = []
