@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from distillation_pipeline.exports import parallel_export
 from distillation_pipeline.exports.parallel_export import DatasetExport, export_datasets, halves
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline_tests.conftest import tree_bytes
@@ -34,7 +35,7 @@ def test_side_by_side_writes_the_bytes_and_counts_of_one_pass_full_then_incremen
     one, two = substrate(tmp_path / "one"), substrate(tmp_path / "two")
     for round_ in range(2):
         expected = export_all(one)
-        results = export_datasets(two, ALL, dry_run=False)
+        results = export_datasets(two, ALL, dry_run=False, split=True)
         assert list(results) == ["rag", "sft", "preference"]
         for result in results.values():
             conserved(result)
@@ -53,22 +54,29 @@ def test_side_by_side_writes_the_bytes_and_counts_of_one_pass_full_then_incremen
 @pytest.mark.parametrize("broken", ["sft", "rag"], ids=["the-worker-half-fails", "this-process-half-fails"])
 def test_a_failed_half_leaves_every_previous_output_and_no_temporary(tmp_path: Path, broken: str) -> None:
     layout = substrate(tmp_path / "root")
-    export_datasets(layout, ALL, dry_run=False)
+    export_datasets(layout, ALL, dry_run=False, split=True)
     before = tree_bytes(layout.exports_dir)
     write_runs(layout, [run for day in (1, 3) for run in runs_for_day(day, 4, "new")])
     folder = layout.exports_dir / broken
     shutil.rmtree(folder)
     folder.write_bytes(b"not a folder")  # the half exporting this dataset cannot write its file
     with pytest.raises(OSError):
-        export_datasets(layout, ALL, dry_run=False)
+        export_datasets(layout, ALL, dry_run=False, split=True)
     after = tree_bytes(layout.exports_dir)
     assert after.pop(broken) == b"not a folder"
     assert after == {k: v for k, v in before.items() if not k.startswith(f"{broken}/")}
     assert not [p for p in layout.root.rglob("*.tmp")]
 
 
-def test_on_one_core_the_datasets_share_one_pass_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_CORES", "1")
+@pytest.mark.parametrize("why", ["one core", "little to read"])
+def test_without_a_core_or_work_for_a_second_process_the_datasets_share_one_pass_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    if why == "one core":
+        monkeypatch.setenv("DISTILL_CORES", "1")
+        monkeypatch.setattr(parallel_export, "SPLIT_MIN_TREE_BYTES", 0)
+    else:
+        monkeypatch.setenv("DISTILL_CORES", "2")
     layout = substrate(tmp_path / "root")
     folder = layout.exports_dir / "sft"
     folder.parent.mkdir(parents=True)
@@ -76,5 +84,5 @@ def test_on_one_core_the_datasets_share_one_pass_in_this_process(tmp_path: Path,
     # One pass in this process: the failure is this process's own, raised from the pass that
     # also holds RAG's outputs (side by side, RAG's half would have completed on its own).
     with pytest.raises(OSError) as failure:
-        export_datasets(layout, ALL, dry_run=False)
+        export_datasets(layout, ALL, dry_run=False)  # split left to the rule
     assert "onepass.py" in "".join(str(entry.path) for entry in failure.traceback)

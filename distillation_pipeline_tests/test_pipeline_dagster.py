@@ -16,7 +16,7 @@ from distillation_pipeline.lib.jsonl import iter_json_rows
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.receipts.summary import load_summary
 from distillation_pipeline.schemas import DriftReport
-from distillation_pipeline_tests.conftest import PINNED, Substrate, scrum_row
+from distillation_pipeline_tests.conftest import PINNED, Substrate, scrum_row, tree_bytes
 
 REAL_FILE = "services/router/provider_adapter.py"
 GHOST_FILE = "services/ghost/phantom_router.py"
@@ -282,3 +282,17 @@ def test_assets_carry_numeric_metadata_for_trends(first_run) -> None:
     assert isinstance(outcome.metadata["sft_dataset"]["quarantined"], int)
     assert outcome.metadata["run_summary"]["drift_severity"] == "ok"
     assert orjson.loads(orjson.dumps(outcome.metadata["evidence"]["receipt"]))["stage"] == "collect"
+
+
+def test_the_datasets_asset_exported_side_by_side_writes_the_bytes_of_one_pass(tmp_path, monkeypatch) -> None:
+    from distillation_pipeline.exports import parallel_export
+
+    one, two = planted_substrate(tmp_path / "one"), planted_substrate(tmp_path / "two")
+    assert run_pipeline(one.root, recorded_at=PINNED, instance=dg.DagsterInstance.ephemeral()).success
+    monkeypatch.setenv("DISTILL_CORES", "2")
+    monkeypatch.setattr(parallel_export, "SPLIT_MIN_TREE_BYTES", 0)  # a worker even for a few rows
+    split = run_pipeline(two.root, recorded_at=PINNED, instance=dg.DagsterInstance.ephemeral())
+    assert split.success and not split.check_failures
+    written, expected = tree_bytes(two.layout.exports_dir), tree_bytes(one.layout.exports_dir)
+    assert written.pop("README.md") != expected.pop("README.md")  # the dataset card names its run
+    assert written == expected and len(written) >= 8

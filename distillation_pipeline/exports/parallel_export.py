@@ -8,16 +8,23 @@ all three datasets in one pass 20.7; RAG alone 13.3; SFT and preference 13.9; RA
 14.9; preference alone 8.4. So RAG goes on its own, and the pass takes about as long as its
 slower half: ~14 s instead of ~21 s.
 
+Below ``SPLIT_MIN_TREE_BYTES`` of evidence and scored lines the datasets share one pass in this
+process: a worker that is not already running (a run launched from the UI starts one per step)
+costs ~0.6 s to start and import, more than half of a ~1 s export saves. A process limited to
+one core never splits (``lib/workers.can_split``).
+
 Both halves stop short of putting anything in place (``onepass.prepare_exports``): each
 returns its outputs and state staged and synced beside their targets, and this process
 commits both, or, if either half failed, discards both. So a failure still leaves every
 previous output as it was, as in a single pass.
 """
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from distillation_pipeline.exports.candidates import list_source_files
 from distillation_pipeline.exports.onepass import Participant, PreparedExport, prepare_exports
 from distillation_pipeline.exports.preference import DEFAULT_MAX_PAIRS_PER_TASK, preference_export
 from distillation_pipeline.exports.rag import rag_export
@@ -27,6 +34,8 @@ from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.workers import borrowed, can_split
 
 DATASETS = ("rag", "sft", "preference")  # the order results and receipts are listed in
+# ~18k source rows: a single pass over them takes ~1 s on this machine
+SPLIT_MIN_TREE_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,26 @@ def _prepare(layout: Layout, exports: Sequence[DatasetExport], dry_run: bool) ->
     return prepare_exports(layout, [e.participant(layout, dry_run) for e in exports], dry_run=dry_run)
 
 
-def export_datasets(layout: Layout, exports: Sequence[DatasetExport], *, dry_run: bool) -> dict[str, ExportResult]:
-    """Export the datasets, in two processes when there are two groups and two cores; results
-    by dataset."""
-    groups = halves(exports) if can_split() else [list(exports)]
+def tree_bytes(layout: Layout) -> int:
+    """The evidence and scored lines an export pass reads (before any reuse)."""
+    total = 0
+    for source in list_source_files(layout):
+        for path in (source.evidence, source.scored):
+            try:
+                total += os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def export_datasets(
+    layout: Layout, exports: Sequence[DatasetExport], *, dry_run: bool, split: bool | None = None
+) -> dict[str, ExportResult]:
+    """Export the datasets, in two processes when there are two groups, two cores and enough to
+    read (``split`` forces or forbids it); results by dataset."""
+    if split is None:
+        split = can_split() and tree_bytes(layout) >= SPLIT_MIN_TREE_BYTES
+    groups = halves(exports) if split else [list(exports)]
     if len(groups) == 1:
         return _prepare(layout, groups[0], dry_run).commit()
     mine, theirs = groups
