@@ -1,12 +1,27 @@
 """A real HTTP server on 127.0.0.1 for tests of our HTTP clients (webhooks, model APIs)."""
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Responder = Callable[[str, dict], tuple[int, bytes]]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Handler errors are kept (``errors``), not printed: a handler thread outlives its test
+    when a client gave up waiting (a timeout test), and socketserver's default ``handle_error``
+    then printed "Exception occurred during processing of request" into whichever later test's
+    captured stderr was open, failing tests that assert they print nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.errors: list[BaseException] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        self.errors.append(sys.exc_info()[1])  # type: ignore[arg-type]
 
 
 class RecordingServer:
@@ -31,7 +46,7 @@ class RecordingServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
