@@ -19,7 +19,8 @@ worker stages its scored files itself and hands the temporaries to this process'
 files are scored in: counts add up, the state is keyed by file, outputs are sorted, and the
 index keeps per key the count and the smallest ids however its rows arrive. At 300k rows the
 stage's CPU splits ~1.7 s + ~1.7 s (phase 1), then ~1.1 s + ~1.1 s (phase 2); the worker adds
-~0.4 s of import the first time it scores. Trees under ``SPLIT_MIN_BYTES`` stay in one process.
+~0.4 s of import. A run that costs less than ``SPLIT_MIN_BYTES`` (at 300k rows, +1 %) stays in
+one process.
 
 Memory does not grow with the number of tasks: the parent index lives on disk
 (``parentstore.py``: built from spilled buckets, looked up by one ``pread`` per key, a few
@@ -76,7 +77,7 @@ import orjson
 from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.digests import cached_sha256, prefix_entries, remember_digests, remember_prefixes
 from distillation_pipeline.lib.layout import Layout
-from distillation_pipeline.lib.workers import borrowed
+from distillation_pipeline.lib.workers import MAX_WORKERS, borrowed
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
 from distillation_pipeline.scoring.joins import (
     FINDING,
@@ -323,14 +324,11 @@ class _Job:
     size: int  # the evidence file's bytes when the stage listed it
 
     def cost(self, changed_keys: set[int]) -> int:
-        """Bytes scoring this file reads or copies, which is what its time goes with: the halves
-        are balanced by it."""
+        """What scoring this file costs, in evidence bytes scored (``_cost``): the shares are
+        balanced by it."""
         if not _keeps(self.prev, self.known, changed_keys, is_extraction_stream(Path(self.path).stem)):
             return self.size
-        assert self.prev is not None
-        if self.known.unchanged:
-            return 0
-        return self.size - self.prev.bytes + (self.prev.mirror[1] if self.prev.mirror else 0)  # new lines + the copied prefix
+        return 0 if self.known.unchanged else _cost(self.size, self.prev)
 
     def shipped(self) -> "_Job":
         return replace(self, known=replace(self.known, hasher=None))
@@ -353,6 +351,20 @@ class _Outcome:
     proven_prefix: tuple[os.stat_result, int, str] | None = None
     staged_digest: tuple[int, str | None, str] | None = None  # (kept prefix length, its sha256, whole sha256)
     parent_rows: bytes = b""  # a worker's verdict rows for the index: orjson [[id, category, task_id, finding], ...]
+
+
+# Copying (and hashing) a scored prefix costs ~1/4 of the CPU of scoring as many evidence bytes:
+# 300k rows +1 %, one process: ~270 MB/s of prefix copied vs ~63 MB/s of evidence scored.
+_COPY_SHARE = 4
+
+
+def _cost(size: int, prev: FileState | None) -> int:
+    """Scoring an evidence file of ``size`` bytes whose first ``prev.bytes`` are scored already:
+    the new bytes, plus the scored prefix copied, in evidence bytes scored. Before its prefix is
+    proven (``_estimated_cost``) a grown file is assumed to keep it."""
+    if prev is None or size < prev.bytes:
+        return size
+    return size - prev.bytes + (prev.mirror[1] if prev.mirror else 0) // _COPY_SHARE
 
 
 def _keeps(prev: FileState | None, known: Known, changed_keys: set[int], extraction: bool) -> bool:
@@ -523,11 +535,17 @@ def _read(path: Path, start: int, hasher: "hashlib._Hash | None") -> tuple[bytes
 # the other core
 # ---------------------------------------------------------------------------------------------
 
-# A run whose files cost (``_Job.cost``) less than this is scored in one process: a worker that
-# is not already running takes ~0.5 s to start, and this stage scores ~60 MB a second on one core.
-SPLIT_MIN_BYTES = 48 << 20
-# A phase whose files cost less than this keeps them all here: handing files over is not free.
+# A run that costs (``_cost``) less than this is scored in one process: a worker imports this
+# module first (~0.4 s CPU; ~0.5 s more to start one where none is running), and one process
+# scores ~63 MB of evidence a second. At 300k rows a full run costs ~340 MB and +1 % ~45 MB
+# (3 MB new, 160 MB of prefixes copied): split, a share took ~0.2 s CPU, not worth the import.
+SPLIT_MIN_BYTES = 64 << 20
+# A phase that costs less than this keeps all its files here: handing files over costs a few ms.
 SPLIT_MIN_PHASE_BYTES = 4 << 20
+
+
+def _imported() -> None:
+    """A worker's first task in a run: taking it imports this module."""
 
 
 class _HandOverBatch(BatchedReplace):
@@ -878,30 +896,37 @@ def _run(
     runs: list[_Run],
 ) -> tuple[_Run, int, int]:
     """Score what needs scoring into ``batch``; ``_Full`` if the state cannot be used."""
-    recorded = prefix_entries(layout, files) if state.usable else {}
-    knowns = {
-        path: check_known(
-            path, None if is_ledger_stream(path.stem) else scored_path(layout, path), state.files.get(_rel(layout, path)),
-            recorded.get(path),
-        )  # fmt: skip
-        for path in files
-    }
-    if state.usable:
-        _verify_parent_files(layout, state, files, knowns)
-    run = _Run(layout, scorer_version, dry_run, state, batch)
-    runs.append(run)
-    jobs = {
-        kind: [
-            _Job(str(p), state.files.get(_rel(layout, p)), knowns[p], os.stat(p).st_size)
-            for p in files if not is_ledger_stream(p.stem) and _kind(p) == kind
-        ]
-        for kind in (0, 1, 2)
-    }  # fmt: skip
-    ledger_files = [p for p in files if is_ledger_stream(p.stem)]
-    ledger_cost = sum(os.stat(p).st_size for p in ledger_files if not knowns[p].unchanged)
-    total_cost = ledger_cost + sum(job.cost(set()) for kind_jobs in jobs.values() for job in kind_jobs)
-    ledger_counts: list[int] = []
-    with borrowed() if total_cost >= SPLIT_MIN_BYTES else contextlib.nullcontext() as pool:
+    sizes = {path: os.stat(path).st_size for path in files}
+    # From the sizes alone (its prefixes are proven below), so that the workers start early.
+    estimated_cost = sum(_cost(size, state.files.get(_rel(layout, path))) for path, size in sizes.items())
+    with borrowed() if estimated_cost >= SPLIT_MIN_BYTES else contextlib.nullcontext() as pool:
+        if pool is not None:
+            # Each worker imports this module now, while the state is checked, not when its
+            # first share arrives (~0.4 s CPU, which the other process would wait for).
+            for _ in range(MAX_WORKERS):
+                pool.submit(_imported)
+        recorded = prefix_entries(layout, files) if state.usable else {}
+        knowns = {
+            path: check_known(
+                path, None if is_ledger_stream(path.stem) else scored_path(layout, path), state.files.get(_rel(layout, path)),
+                recorded.get(path),
+            )  # fmt: skip
+            for path in files
+        }
+        if state.usable:
+            _verify_parent_files(layout, state, files, knowns)
+        run = _Run(layout, scorer_version, dry_run, state, batch)
+        runs.append(run)
+        jobs = {
+            kind: [
+                _Job(str(p), state.files.get(_rel(layout, p)), knowns[p], sizes[p])
+                for p in files if not is_ledger_stream(p.stem) and _kind(p) == kind
+            ]
+            for kind in (0, 1, 2)
+        }  # fmt: skip
+        ledger_files = [p for p in files if is_ledger_stream(p.stem)]
+        ledger_cost = sum(sizes[p] for p in ledger_files if not knowns[p].unchanged)
+        ledger_counts: list[int] = []
         # Verdict and telemetry files judge each row alone; the verdict rows build the index.
         run.score_files(pool, jobs[0] + jobs[1], set())
         run.parents.finish()  # a full build: every verdict row is in, the extraction rows may look up
