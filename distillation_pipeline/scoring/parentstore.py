@@ -21,6 +21,9 @@ then writes a new blob (the old bytes copied in the kernel, the overlay's record
 a new directory. Records the overlay replaced stay in the blob as garbage until it is over half
 of it, when the blob is rewritten with live records only.
 
+A worker process that scores extraction files looks parents up in the same files: ``snapshot``
+gives the directory and the overlay as plain values, ``reader`` opens them there (read only).
+
 What a row inherits depends only on its key's groups, and the groups hold the same count and
 the same smallest ids however the parents were read (``ParentRefs``), so the judgements are the
 ones the in-memory index gives (``test_scoring_parentstore.py`` holds the two to each other).
@@ -35,6 +38,7 @@ import shutil
 import tempfile
 import zlib
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,19 +102,37 @@ def _decode_groups(text: str, record: bytes) -> dict[str, ParentRefs] | None:
         stored_text, packed = orjson.loads(record)
         if stored_text != text:
             return None
-        groups = {}
-        for category, (count, ids) in packed.items():
-            refs = groups[category] = _new_refs(ParentRefs)
-            refs.count, refs.ids = count, ids  # ids: a fresh list from orjson, sorted when written
-            if not isinstance(count, int) or not isinstance(ids, list):
-                raise TypeError("count and ids expected")
-        return groups
+        return _unpacked(packed)
     except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError, ValueError) as exc:
         raise IndexStateError(f"parent index entry {text}: {exc}") from None
 
 
+def _unpacked(packed: dict) -> dict[str, ParentRefs]:
+    """``{category: [count, ids]}`` (a record's groups) as ``ParentRefs``."""
+    groups = {}
+    for category, (count, ids) in packed.items():
+        refs = groups[category] = _new_refs(ParentRefs)
+        refs.count, refs.ids = count, ids  # ids: a fresh list from orjson, sorted when written
+        if not isinstance(count, int) or not isinstance(ids, list):
+            raise TypeError("count and ids expected")
+    return groups
+
+
 def _record(text: str, groups: dict[str, ParentRefs]) -> bytes:
     return orjson.dumps([text, {category: refs.to_state() for category, refs in groups.items()}])
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """A finished index as plain values, for a worker process to look parents up in
+    (``DiskParentIndex.reader``): its blob's path, its directory, and its overlay's groups."""
+
+    blob: str
+    parents: int
+    digests: bytes
+    offsets: bytes
+    lengths: bytes
+    overlay: bytes  # orjson of {"<namespace>=<key>": {category: [count, ids]}}
 
 
 class DiskParentIndex:
@@ -164,6 +186,32 @@ class DiskParentIndex:
         if _file_sha256(index._blob) != entry["blob_sha256"]:
             raise ValueError("parent index blob changed")
         return index
+
+    @classmethod
+    def reader(cls, snapshot: IndexSnapshot) -> "DiskParentIndex":
+        """The index ``snapshot`` was taken of, for lookups only (in another process); ``close``
+        leaves its files alone."""
+        index = cls(None, snapshot.parents)
+        index._digests.frombytes(snapshot.digests)
+        index._offsets.frombytes(snapshot.offsets)
+        index._lengths.frombytes(snapshot.lengths)
+        index._blob = Path(snapshot.blob)
+        index._overlay = {text: _unpacked(packed) for text, packed in orjson.loads(snapshot.overlay).items()}
+        return index
+
+    def snapshot(self) -> IndexSnapshot:
+        """This finished index as plain values (``reader``): ~20 bytes a key, plus the overlay."""
+        if self._spill is not None or self._blob is None:
+            raise RuntimeError("parent index is still being built")
+        overlay = {text: {category: refs.to_state() for category, refs in groups.items()} for text, groups in self._overlay.items()}
+        return IndexSnapshot(
+            blob=str(self._blob),
+            parents=self.parents,
+            digests=self._digests.tobytes(),
+            offsets=self._offsets.tobytes(),
+            lengths=self._lengths.tobytes(),
+            overlay=orjson.dumps(overlay),
+        )
 
     def close(self) -> None:
         if self._fd is not None:
