@@ -118,9 +118,13 @@ def run_pipeline(
         for leftover in layout.kb_dir.glob(".evidence_health.md.*.tmp"):
             leftover.unlink(missing_ok=True)
         if assets is None or sum(name in DATASET_ASSET.values() for name in assets) > 1:
-            # two or more datasets are exported, then checked, on both cores: the workers start
-            # (importing the export code) while Dagster starts and the first stages run
-            warm_up("distillation_pipeline.exports.parallel_export", "distillation_pipeline.exports.parallel_verify")
+            # score, the export and the checks of two or more datasets use both cores: the workers
+            # start (importing their code) while Dagster starts and the first stages run
+            warm_up(
+                "distillation_pipeline.scoring.stage",
+                "distillation_pipeline.exports.parallel_export",
+                "distillation_pipeline.exports.parallel_verify",
+            )
         result = job.execute_in_process(
             run_config=run_config, instance=instance, asset_selection=selection, raise_on_error=False
         )

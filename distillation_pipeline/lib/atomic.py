@@ -233,6 +233,21 @@ class BatchedReplace:
         self._staged.clear()
         self._created.clear()
 
+    def hand_over(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """Give up what is staged, as plain values, for another process's batch to ``adopt``:
+        a worker stages its share of a stage, and the stage's batch commits (or discards) it
+        with its own, in the same two syncs."""
+        staged = [(str(tmp), str(target)) for tmp, target in self._staged]
+        created = [str(folder) for folder in self._created]
+        self._staged.clear()
+        self._created.clear()
+        return staged, created
+
+    def adopt(self, staged: list[tuple[str, str]], created: list[str]) -> None:
+        """Take over what another batch handed over (``hand_over``)."""
+        self._staged.extend((Path(tmp), Path(target)) for tmp, target in staged)
+        self._created.extend(Path(folder) for folder in created)
+
     def discard(self) -> None:
         for tmp, _ in self._staged:
             tmp.unlink(missing_ok=True)

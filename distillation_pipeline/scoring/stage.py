@@ -15,7 +15,7 @@ Both cores. In each phase the files are independent of each other, so a worker p
 (``lib/workers.borrowed``) scores a share of them (largest first, to the share with fewer bytes
 to read or copy) while this process scores the rest; the index and the ledger stay here. A
 worker stages its scored files itself and hands the temporaries to this process's batch
-(``_HandOverBatch``), and sends its verdict rows back for the index. Nothing depends on the order
+(``BatchedReplace.hand_over``, ``adopt``), and sends its verdict rows back for the index. Nothing depends on the order
 files are scored in: counts add up, the state is keyed by file, outputs are sorted, and the
 index keeps per key the count and the smallest ids however its rows arrive. At 300k rows the
 stage's CPU splits ~1.7 s + ~1.7 s (phase 1), then ~1.1 s + ~1.1 s (phase 2), and its wall
@@ -78,7 +78,7 @@ import orjson
 from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.digests import cached_sha256, prefix_entries, remember_digests, remember_prefixes
 from distillation_pipeline.lib.layout import Layout
-from distillation_pipeline.lib.workers import MAX_WORKERS, borrowed
+from distillation_pipeline.lib.workers import MAX_WORKERS, borrowed, can_split
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
 from distillation_pipeline.scoring.joins import (
     FINDING,
@@ -549,25 +549,6 @@ def _imported() -> None:
     """A worker's first task in a run: taking it imports this module."""
 
 
-class _HandOverBatch(BatchedReplace):
-    """A ``BatchedReplace`` whose staged temporaries can move to another process's batch: the
-    worker stages its share, hands the temporaries over, and the stage's batch commits them
-    with its own in the same two syncs, or discards them with its own.
-
-    It reaches into the base class's two lists; ``test_score_split.py`` fails if they change."""
-
-    def hand_over(self) -> tuple[list[tuple[str, str]], list[str]]:
-        staged = [(str(tmp), str(target)) for tmp, target in self._staged]
-        created = [str(folder) for folder in self._created]
-        self._staged.clear()
-        self._created.clear()
-        return staged, created
-
-    def adopt(self, staged: list[tuple[str, str]], created: list[str]) -> None:
-        self._staged.extend((Path(tmp), Path(target)) for tmp, target in staged)
-        self._created.extend(Path(folder) for folder in created)
-
-
 @dataclass(frozen=True)
 class _WorkerTask:
     root: str
@@ -589,7 +570,7 @@ class _WorkerResult:
 def _score_in_worker(task: _WorkerTask) -> _WorkerResult:
     """A worker's share of one phase. On any error it removes what it staged, then raises."""
     layout = Layout.at(task.root)
-    batch = _HandOverBatch(stop_at=layout.scored_dir)
+    batch = BatchedReplace(stop_at=layout.scored_dir)
     parents = DiskParentIndex.reader(task.index) if task.index is not None else None
     scorer = _FileScorer(layout, task.scorer_version, task.dry_run, task.incremental, parents, batch, add_parent=None)
     changed = set(task.changed_keys)
@@ -619,7 +600,7 @@ def _halves(jobs: list[_Job], changed_keys: set[int], here_already: int) -> tupl
 
 
 class _Run:
-    def __init__(self, layout: Layout, scorer_version: str, dry_run: bool, state: ScoreState, batch: _HandOverBatch) -> None:
+    def __init__(self, layout: Layout, scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace) -> None:
         self.layout = layout
         self.scorer_version = scorer_version
         self.dry_run = dry_run
@@ -893,14 +874,14 @@ def _verify_parent_files(layout: Layout, state: ScoreState, paths: list[Path], k
 
 
 def _run(
-    layout: Layout, files: list[Path], scorer_version: str, dry_run: bool, state: ScoreState, batch: _HandOverBatch,
+    layout: Layout, files: list[Path], scorer_version: str, dry_run: bool, state: ScoreState, batch: BatchedReplace,
     runs: list[_Run],
 ) -> tuple[_Run, int, int]:
     """Score what needs scoring into ``batch``; ``_Full`` if the state cannot be used."""
     sizes = {path: os.stat(path).st_size for path in files}
     # From the sizes alone (its prefixes are proven below), so that the workers start early.
     estimated_cost = sum(_cost(size, state.files.get(_rel(layout, path))) for path, size in sizes.items())
-    with borrowed() if estimated_cost >= SPLIT_MIN_BYTES else contextlib.nullcontext() as pool:
+    with borrowed() if can_split() and estimated_cost >= SPLIT_MIN_BYTES else contextlib.nullcontext() as pool:
         if pool is not None:
             # Each worker imports this module now, while the state is checked, not when its
             # first share arrives (~0.4 s CPU, which the other process would wait for).
@@ -970,7 +951,7 @@ def _score_evidence_tree(layout: Layout, scorer_version: str, dry_run: bool) -> 
     if not dry_run:
         sweep_workdirs(layout.score_state_dir)
     state = ScoreState.load(layout, scorer_version, code)
-    batch = _HandOverBatch(stop_at=layout.scored_dir)
+    batch = BatchedReplace(stop_at=layout.scored_dir)
     runs: list[_Run] = []
     try:
         try:
