@@ -4,7 +4,7 @@
 ``split=False`` collects every stream in the test's process. Both must write the same evidence
 partitions, skips, seen-hash files, commit record and health report, on a generated substrate
 with its mess (skips, duplicates, a pending tail), after appended rows, and after a stream's
-already-collected prefix changed.
+already-collected prefix changed. A worker left behind by a killed stage writes nothing.
 """
 
 import dataclasses
@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from distillation_pipeline.evidence.collect import CollectResult, CollectWorkerError, collect
+from distillation_pipeline.evidence.collect import (
+    CollectResult,
+    CollectWorkerError,
+    StageProcessGone,
+    _collect_one,
+    _StreamTask,
+    collect,
+)
 from distillation_pipeline.evidence.health import write_health_report
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import parse_timestamp
@@ -91,3 +98,12 @@ def test_a_stream_that_fails_in_the_worker_fails_the_stage_and_commits_nothing(t
         collect(layout, recorded_at=PIN, split=True)
     assert isinstance(failure.value.__cause__, IsADirectoryError)
     assert not layout.evidence_state_file.exists()
+
+
+def test_a_worker_whose_stage_process_is_gone_writes_nothing(tmp_path: Path) -> None:
+    generate_substrate(tmp_path / "root", rows=300)
+    layout = Layout.at(tmp_path / "root")
+    orphaned = _StreamTask(str(layout.root), "scrum_reviews", None, {}, PIN, dry_run=False, stage_pid=-1)
+    with pytest.raises(StageProcessGone):
+        _collect_one(orphaned)
+    assert not layout.evidence_dir.exists() and not layout.evidence_seen_dir.exists()

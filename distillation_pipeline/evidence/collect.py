@@ -14,7 +14,9 @@ until none is (``_collect_streams``). Each stream is collected by the same ``_co
 wherever it runs, and the parent merges the outcomes in stream order and alone writes what is
 shared: the skips file, the committed lengths, the commit record (still last). A worker that
 dies or raises fails the stage before anything is committed; the next run's ``recover`` cuts
-what it appended, as for any killed run.
+what it appended, as for any killed run. A worker whose stage process was killed writes nothing
+more (``_PartitionWriter.ensure_stage_alive``): the next run, which may start at once, must not
+find a dead run's worker still appending behind its ``recover``.
 """
 
 import array
@@ -216,6 +218,7 @@ class _StreamTask:
     evidence_files: dict[str, int]  # the stream's committed partition files -> lengths
     recorded_at: datetime
     dry_run: bool
+    stage_pid: int  # the process that runs the stage and commits: a worker writes only while it lives
 
 
 @dataclass
@@ -235,7 +238,7 @@ def _stream_files(state: CollectState, stream: str) -> list[str]:
 
 def _stream_task(layout: Layout, stream: str, state: CollectState, recorded_at: datetime, dry_run: bool) -> _StreamTask:
     files = {rel: state.evidence_files[rel] for rel in _stream_files(state, stream)}
-    return _StreamTask(str(layout.root), stream, state.streams.get(stream), files, recorded_at, dry_run)
+    return _StreamTask(str(layout.root), stream, state.streams.get(stream), files, recorded_at, dry_run, os.getpid())
 
 
 def _work_bytes(layout: Layout, task: _StreamTask) -> int:
@@ -258,7 +261,7 @@ def _collect_one(task: _StreamTask) -> _StreamOutcome:
     state = CollectState(
         streams={} if task.previous is None else {task.stream: task.previous}, evidence_files=dict(task.evidence_files)
     )
-    writer = _PartitionWriter(layout, state, task.dry_run)
+    writer = _PartitionWriter(layout, state, task.dry_run, task.stage_pid)
     counts, skips, rebuilt = _collect_stream(layout, task.stream, state, writer, task.recorded_at, task.dry_run)
     writer.flush()
     return _StreamOutcome(
@@ -268,6 +271,10 @@ def _collect_one(task: _StreamTask) -> _StreamOutcome:
 
 class CollectWorkerError(RuntimeError):
     """A stream collected in the worker process failed: nothing of this run is committed."""
+
+
+class StageProcessGone(RuntimeError):
+    """A worker found the stage's process gone (killed): it must not write any more."""
 
 
 def _collect_streams(
@@ -385,6 +392,7 @@ def _collect_stream(
             prefix = hashlib.sha256()
     stream_state = StreamState() if previous is None else previous
     if rebuilt and not dry_run:
+        writer.ensure_stage_alive()
         seen_file(layout, stream).unlink(missing_ok=True)
     seen = _load_seen(layout, stream, stream_state) if not rebuilt else set()
     new_seen = array.array("Q")
@@ -488,6 +496,7 @@ def _collect_stream(
     counts.score_ready += score_ready
     stream_state.consumed_bytes = consumed
     if not dry_run:
+        writer.ensure_stage_alive()
         stream_state.seen_bytes = _append_seen(layout, stream, new_seen)
     stream_state.rows_read += counts.read
     for attribute in ("written", "skipped", "deduplicated", "blank_lines", "score_ready"):
@@ -566,10 +575,11 @@ def _append_seen(layout: Layout, stream: str, new_seen: array.array) -> int:
 class _PartitionWriter:
     """Buffers one stream's evidence lines per partition file and appends them in large writes."""
 
-    def __init__(self, layout: Layout, state: CollectState, dry_run: bool) -> None:
+    def __init__(self, layout: Layout, state: CollectState, dry_run: bool, stage_pid: int) -> None:
         self.layout = layout
         self.state = state
         self.dry_run = dry_run
+        self.stage_pid = stage_pid
         self.buffers: dict[str, list[bytes]] = {}
         self.partitions: dict[tuple[str, str], str] = {}  # (date, stream) -> relative path
         self.buffered = 0
@@ -600,7 +610,17 @@ class _PartitionWriter:
             rel = self.partitions[key] = self.layout.relative(self.layout.evidence_partition(event_at_iso, stream))
         return rel
 
+    def ensure_stage_alive(self) -> None:
+        """Raise ``StageProcessGone`` in a worker whose stage process died (it was reparented).
+
+        Called before every write: a killed stage's worker would otherwise finish its stream,
+        appending behind the next run's ``recover`` into files that run then commits."""
+        if os.getpid() != self.stage_pid and os.getppid() != self.stage_pid:
+            raise StageProcessGone(f"the collect stage's process {self.stage_pid} is gone; not writing")
+
     def drop_stream(self, stream: str) -> None:
+        if not self.dry_run:
+            self.ensure_stage_alive()
         suffix = f"/{stream}.jsonl"
         for rel in [rel for rel in self.state.evidence_files if rel.endswith(suffix)]:
             if not self.dry_run:
@@ -616,6 +636,7 @@ class _PartitionWriter:
 
     def flush(self) -> None:
         if not self.dry_run:
+            self.ensure_stage_alive()
             for rel, lines in self.buffers.items():
                 path = self.layout.root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
