@@ -42,7 +42,7 @@ from distillation_pipeline.lib.hashing import canonical_sha256, file_sha256
 from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_line_tuples
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
-from distillation_pipeline.lib.workers import borrowed
+from distillation_pipeline.lib.workers import borrowed, can_split
 
 MAX_LINE_BYTES = 1 << 20  # a 1 MiB log line is a dump, not a review: skip it, bounded in memory
 # Our canonical hash, pydantic's JSON parser (about 200) and the stdlib encoder (about 1000) all
@@ -175,7 +175,7 @@ def collect(
     tasks = [_stream_task(layout, stream, state, recorded_at, dry_run) for stream in discover_streams(layout)]
     work = {task.stream: _work_bytes(layout, task) for task in tasks}
     if split is None:
-        split = sum(work.values()) >= SPLIT_MIN_WORK_BYTES
+        split = can_split() and sum(work.values()) >= SPLIT_MIN_WORK_BYTES
     outcomes, in_worker = _collect_streams(tasks, work, split)
 
     # Merged in stream order, as when one process collected them one after another.
