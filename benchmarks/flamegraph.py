@@ -7,8 +7,9 @@ them, so the tables and the picture come from the same samples.
 Each sample is attributed to the first frame on its stack from a module under
 ``distillation_pipeline/defs/`` other than ``execute.py`` (which wraps the whole job): the asset
 or check that was running (``evidence`` = collect, ``scored_runs`` = score, ...), or
-``<module>`` while the definitions are imported. Samples with no such frame are Dagster's own
-work and the CLI around the job.
+``<module>`` while the definitions are imported. A worker process's stack (``lib/workers``)
+holds no asset frame: its share of a split stage is attributed by the task it runs
+(``WORKER_TASKS``). Samples with neither are Dagster's own work and the CLI around the job.
 """
 
 import gzip
@@ -20,6 +21,14 @@ from pathlib import Path
 
 OUTSIDE = "(outside assets: Dagster, CLI)"
 IMPORT = "(import of the definitions)"
+# A worker's task -> the asset or check whose work it is: (function, file) as py-spy names them
+WORKER_TASKS = {
+    ("_collect_one", "distillation_pipeline/evidence/collect.py"): "evidence",
+    ("_score_in_worker", "distillation_pipeline/scoring/stage.py"): "scored_runs",
+    ("_prepare", "distillation_pipeline/exports/parallel_export.py"): "datasets",
+    ("run_job", "distillation_pipeline/exports/parallel_verify.py"): "dataset_firewalls",
+    ("_ready", "distillation_pipeline/lib/workers.py"): "(workers starting: imports)",
+}
 
 
 @dataclass
@@ -51,9 +60,12 @@ def read_collapsed(path: Path) -> Profile:
 
 def asset_of(frames: tuple[str, ...]) -> str:
     for frame in frames:
+        name = frame.split(" (", 1)[0]
         if "distillation_pipeline/defs/" in frame and "defs/execute.py" not in frame:
-            name = frame.split(" (", 1)[0]
             return IMPORT if name == "<module>" else name
+        for (task, file), asset in WORKER_TASKS.items():
+            if name == task and file in frame:
+                return asset
     return OUTSIDE
 
 
@@ -105,9 +117,9 @@ def _frame_table(counter: Counter, bucket_total: int, top: int) -> list[str]:
 
 
 def _short(frame: str) -> str:
+    head, _, tail = frame.partition("(")
     for marker in ("site-packages/", "lib/python3.11/"):
-        if marker in frame:
-            head, _, tail = frame.partition("(")
+        if marker in tail:  # not in a root frame py-spy adds per process ('process N:"<command>"')
             return f"{head}({tail.split(marker, 1)[1]}"
     return frame
 

@@ -39,7 +39,7 @@ def record(root: Path, out_dir: Path, label: str, rate: int, native: bool) -> Pa
     env.pop("DISTILL_DAGSTER_INSTANCE", None)
     command = [
         py_spy(), "record", "--format", "raw", "--function", "--rate", str(rate), "-o", str(collapsed),
-        "--subprocesses",  # the firewall checks verify datasets in worker processes
+        "--subprocesses",  # collect, score, the export and the checks split work over worker processes
         *(["--native"] if native else []),
         "--", sys.executable, "-m", "distillation_pipeline.cli", "run-all",
         "--root", str(root), "--recorded-at", RECORDED_AT,
