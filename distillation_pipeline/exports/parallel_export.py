@@ -19,21 +19,19 @@ commits both, or, if either half failed, discards both. So a failure still leave
 previous output as it was, as in a single pass.
 """
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from distillation_pipeline.exports.candidates import list_source_files
+from distillation_pipeline.exports.candidates import input_files, list_source_files
 from distillation_pipeline.exports.onepass import Participant, PreparedExport, prepare_exports
 from distillation_pipeline.exports.preference import DEFAULT_MAX_PAIRS_PER_TASK, preference_export
 from distillation_pipeline.exports.rag import rag_export
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.sft import sft_export
-from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.lib.layout import DATASETS, Layout
 from distillation_pipeline.lib.workers import borrowed, can_split
 
-DATASETS = ("rag", "sft", "preference")  # the order results and receipts are listed in
 # ~18k source rows: a single pass over them takes ~1 s on this machine
 SPLIT_MIN_TREE_BYTES = 32 << 20
 
@@ -71,16 +69,9 @@ def _prepare(layout: Layout, exports: Sequence[DatasetExport], dry_run: bool) ->
     return prepare_exports(layout, [e.participant(layout, dry_run) for e in exports], dry_run=dry_run)
 
 
-def tree_bytes(layout: Layout) -> int:
+def bytes_to_read(layout: Layout) -> int:
     """The evidence and scored lines an export pass reads (before any reuse)."""
-    total = 0
-    for source in list_source_files(layout):
-        for path in (source.evidence, source.scored):
-            try:
-                total += os.stat(path).st_size
-            except FileNotFoundError:
-                continue
-    return total
+    return sum(path.stat().st_size for path in input_files(list_source_files(layout)))
 
 
 def export_datasets(
@@ -89,7 +80,7 @@ def export_datasets(
     """Export the datasets, in two processes when there are two groups, two cores and enough to
     read (``split`` forces or forbids it); results by dataset."""
     if split is None:
-        split = can_split() and tree_bytes(layout) >= SPLIT_MIN_TREE_BYTES
+        split = can_split() and bytes_to_read(layout) >= SPLIT_MIN_TREE_BYTES
     groups = halves(exports) if split else [list(exports)]
     if len(groups) == 1:
         return _prepare(layout, groups[0], dry_run).commit()
@@ -107,7 +98,7 @@ def export_datasets(
             here.discard()
             raise
     results = {**here.commit(), **there.commit()}
-    return {dataset: results[dataset] for dataset in DATASETS if dataset in results}
+    return {dataset: results[dataset] for dataset in DATASETS if dataset in results}  # in their usual order
 
 
 def _discard_when_done(future: "Future[PreparedExport]") -> None:

@@ -29,6 +29,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_sibling(target: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``target`` (``.<name>.<random>.tmp``, which
+    ``sweep_temp_files`` removes if we are killed), open for writing, readable by all."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be read by the UI and other users
+    return fd, Path(name)
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """A complete, synced temporary file waiting to replace ``target`` (``staged_writer``).
@@ -51,9 +59,8 @@ def staged_writer(path: Path) -> Iterator[tuple[BinaryIO, StagedFile]]:
     when the block succeeds and removed if it fails. Putting it in place is the caller's
     ``StagedFile.commit``, once every file that must change with it is staged too."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be read by the UI and other users
-    staged = StagedFile(Path(tmp_name), path)
+    fd, temporary = _temp_sibling(path)
+    staged = StagedFile(temporary, path)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             yield handle, staged
@@ -203,9 +210,7 @@ class BatchedReplace:
             folder = folder.parent
         target.parent.mkdir(parents=True, exist_ok=True)
         self._created += reversed(missing)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.fchmod(fd, 0o644)
-        return fd, Path(name)
+        return _temp_sibling(target)
 
     def stage(
         self, target: Path, data: bytes, keep_prefix_of: Path | None = None, prefix_length: int = 0

@@ -132,10 +132,10 @@ THREADED_HASH_MIN_BYTES = 64 << 20
 
 def _hash_files(jobs: list[tuple[Path, int, list | None]]) -> list[tuple[str, tuple[int, str] | None]]:
     """``_hash_file`` for each job, in order."""
-    threads = min(2, len(jobs), usable_cores())
-    if threads < 2 or sum(size for _, size, _ in jobs) < THREADED_HASH_MIN_BYTES:
+    # the cores are asked last: most calls find every digest cached, or one file to hash
+    if len(jobs) < 2 or sum(size for _, size, _ in jobs) < THREADED_HASH_MIN_BYTES or usable_cores() < 2:
         return [_hash_file(*job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         return list(pool.map(lambda job: _hash_file(*job), jobs))
 
 
@@ -169,11 +169,9 @@ def cached_sha256(layout: Layout, path: Path, stat: os.stat_result) -> str | Non
     """The sha256 this cache holds for ``path`` as it was at ``stat``; None (never hashed here)
     if it holds none."""
     key = _key(layout.relative(path), stat)
-    digest = _MEMORY.get(key)
-    if digest is None:
-        entry = _loaded(layout).get(key[0])  # no copy of the whole cache per file asked
-        if _holds(entry, key):
-            digest = _MEMORY[key] = entry[-1]  # type: ignore[index]
+    digest = _MEMORY.get(key) or _from_cache(key, _loaded(layout).get(key[0]))  # no copy of the cache per file
+    if digest is not None:
+        _MEMORY[key] = digest
     return digest
 
 

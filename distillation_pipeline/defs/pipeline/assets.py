@@ -17,8 +17,8 @@ from distillation_pipeline.defs.resources import DistillPaths, RunOptions
 from distillation_pipeline.evidence.collect import collect
 from distillation_pipeline.evidence.health import write_health_report
 from distillation_pipeline.exports import DEFAULT_MAX_PAIRS_PER_TASK, ExportResult
-from distillation_pipeline.exports.parallel_export import DATASETS, DatasetExport, export_datasets
-from distillation_pipeline.lib.layout import Layout
+from distillation_pipeline.exports.parallel_export import DatasetExport, export_datasets
+from distillation_pipeline.lib.layout import DATASETS, Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
 from distillation_pipeline.schemas import RecordCounts, Validation
 from distillation_pipeline.scoring import SCORER_VERSION, EvidenceError, render_matrix, score_evidence_tree
