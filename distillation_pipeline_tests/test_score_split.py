@@ -39,8 +39,8 @@ def _score(layout: Layout, *, split: bool, monkeypatch: pytest.MonkeyPatch, hand
     borrowed = score_stage.borrowed
 
     @contextlib.contextmanager
-    def counting():  # type: ignore[no-untyped-def]
-        with borrowed() as pool:
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with borrowed(*args, **kwargs) as pool:
             yield _CountingPool(pool, handed if handed is not None else [])
 
     with monkeypatch.context() as patch:

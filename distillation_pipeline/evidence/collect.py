@@ -42,7 +42,7 @@ from distillation_pipeline.lib.hashing import canonical_sha256, file_sha256
 from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_line_tuples
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
-from distillation_pipeline.lib.workers import borrowed, can_split
+from distillation_pipeline.lib.workers import borrowed, caller_alive, can_split
 
 MAX_LINE_BYTES = 1 << 20  # a 1 MiB log line is a dump, not a review: skip it, bounded in memory
 # Our canonical hash, pydantic's JSON parser (about 200) and the stdlib encoder (about 1000) all
@@ -615,7 +615,7 @@ class _PartitionWriter:
 
         Called before every write: a killed stage's worker would otherwise finish its stream,
         appending behind the next run's ``recover`` into files that run then commits."""
-        if os.getpid() != self.stage_pid and os.getppid() != self.stage_pid:
+        if not caller_alive(self.stage_pid):
             raise StageProcessGone(f"the collect stage's process {self.stage_pid} is gone; not writing")
 
     def drop_stream(self, stream: str) -> None:

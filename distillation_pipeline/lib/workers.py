@@ -93,13 +93,16 @@ def warm_up(*modules: str) -> None:
 
 
 @contextlib.contextmanager
-def borrowed(count: int = 1) -> Iterator[ProcessPoolExecutor]:
+def borrowed(count: int = 1, imports: tuple[str, ...] = ()) -> Iterator[ProcessPoolExecutor]:
     """Workers for one stage: the warm ones, left running for the next stage; else ``count``
-    new ones, joined when the stage ends (their CPU then counts as the caller's)."""
+    new ones, joined when the stage ends (their CPU then counts as the caller's). New workers
+    import ``imports`` at once, while the caller prepares their first task."""
     global _warm
     pool = _warm
     if pool is None:
         with _spawned(count) as fresh:
+            for _ in range(count):
+                fresh.submit(_ready, imports)
             yield fresh
         return
     try:
@@ -110,6 +113,12 @@ def borrowed(count: int = 1) -> Iterator[ProcessPoolExecutor]:
         _warm = None
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+
+
+def caller_alive(caller_pid: int) -> bool:
+    """In a worker: does the process that gave it its task still live? A worker outlives a
+    SIGKILLed caller (it is reparented), and must not write what no one will commit."""
+    return os.getpid() == caller_pid or os.getppid() == caller_pid
 
 
 def taken(count: int) -> ProcessPoolExecutor:

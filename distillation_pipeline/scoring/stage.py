@@ -78,7 +78,7 @@ import orjson
 from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.digests import cached_sha256, prefix_entries, remember_digests, remember_prefixes
 from distillation_pipeline.lib.layout import Layout
-from distillation_pipeline.lib.workers import MAX_WORKERS, borrowed, can_split
+from distillation_pipeline.lib.workers import borrowed, can_split
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
 from distillation_pipeline.scoring.joins import (
     FINDING,
@@ -545,10 +545,6 @@ SPLIT_MIN_BYTES = 64 << 20
 SPLIT_MIN_PHASE_BYTES = 4 << 20
 
 
-def _imported() -> None:
-    """A worker's first task in a run: taking it imports this module."""
-
-
 @dataclass(frozen=True)
 class _WorkerTask:
     root: str
@@ -881,12 +877,10 @@ def _run(
     sizes = {path: os.stat(path).st_size for path in files}
     # From the sizes alone (its prefixes are proven below), so that the workers start early.
     estimated_cost = sum(_cost(size, state.files.get(_rel(layout, path))) for path, size in sizes.items())
-    with borrowed() if can_split() and estimated_cost >= SPLIT_MIN_BYTES else contextlib.nullcontext() as pool:
-        if pool is not None:
-            # Each worker imports this module now, while the state is checked, not when its
-            # first share arrives (~0.4 s CPU, which the other process would wait for).
-            for _ in range(MAX_WORKERS):
-                pool.submit(_imported)
+    # A new worker imports this module now, while the state is checked, not when its first
+    # share arrives (~0.4 s CPU, which the other process would wait for).
+    splits = can_split() and estimated_cost >= SPLIT_MIN_BYTES
+    with borrowed(imports=(__name__,)) if splits else contextlib.nullcontext() as pool:
         recorded = prefix_entries(layout, files) if state.usable else {}
         knowns = {
             path: check_known(
