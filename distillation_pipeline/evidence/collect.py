@@ -39,6 +39,7 @@ from distillation_pipeline.evidence.state import CollectState, StateMismatch, St
 from distillation_pipeline.evidence.streams import NON_STREAM_FILES, STREAMS, RowError
 from distillation_pipeline.lib.atomic import atomic_write_bytes, locked
 from distillation_pipeline.lib.hashing import canonical_sha256, file_sha256
+from distillation_pipeline.lib.heap import releasing_heap
 from distillation_pipeline.lib.jsonl import dumps_line, iter_json_rows, iter_raw_line_tuples
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.timestamps import iso_utc, now_utc
@@ -156,6 +157,7 @@ def discover_streams(layout: Layout) -> list[str]:
     return sorted(names)
 
 
+@releasing_heap
 def collect(
     layout: Layout, recorded_at: datetime | None = None, dry_run: bool = False, split: bool | None = None
 ) -> CollectResult:
@@ -254,6 +256,7 @@ def _work_bytes(layout: Layout, task: _StreamTask) -> int:
     return size - consumed + consumed // _PREFIX_HASH_COST_DIVISOR
 
 
+@releasing_heap
 def _collect_one(task: _StreamTask) -> _StreamOutcome:
     """Collect one stream, in whichever process runs it: its partition files and seen-hash file
     are written here; what is shared is returned for the parent to merge."""

@@ -29,6 +29,7 @@ from distillation_pipeline.exports.preference import DEFAULT_MAX_PAIRS_PER_TASK,
 from distillation_pipeline.exports.rag import rag_export
 from distillation_pipeline.exports.result import ExportResult
 from distillation_pipeline.exports.sft import sft_export
+from distillation_pipeline.lib.heap import releasing_heap
 from distillation_pipeline.lib.layout import DATASETS, Layout
 from distillation_pipeline.lib.workers import borrowed, can_split
 
@@ -74,6 +75,7 @@ def bytes_to_read(layout: Layout) -> int:
     return sum(path.stat().st_size for path in input_files(list_source_files(layout)))
 
 
+@releasing_heap
 def export_datasets(
     layout: Layout, exports: Sequence[DatasetExport], *, dry_run: bool, split: bool | None = None
 ) -> dict[str, ExportResult]:

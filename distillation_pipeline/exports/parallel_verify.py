@@ -26,6 +26,7 @@ from distillation_pipeline.exports.verified_rows import (
     table_path,
 )
 from distillation_pipeline.exports.verify import Remembered, verify_dataset
+from distillation_pipeline.lib.heap import releasing_heap
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.workers import taken
 
@@ -63,6 +64,7 @@ class VerifyOutcome:
     rows_known: int = 0  # rows found in the last pass's table (not parsed, not rescanned)
 
 
+@releasing_heap
 def run_job(job: VerifyJob) -> VerifyOutcome:
     layout = Layout.at(job.root)
     remembered = Remembered()

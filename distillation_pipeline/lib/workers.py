@@ -23,9 +23,12 @@ import importlib
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
+
+from distillation_pipeline.lib.heap import release_free_heap
 
 MAX_WORKERS = 2  # this machine's cores; a stage that splits in two runs one half in the caller
 _warm: ProcessPoolExecutor | None = None
@@ -72,8 +75,23 @@ def can_split() -> bool:
     return usable_cores() >= 2
 
 
+def _then_release(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_free_heap()
+
+
+class _Workers(ProcessPoolExecutor):
+    """A pool whose workers give back the heap each task freed, so that a worker idle between
+    stages (or running a small task) does not hold the largest task's memory meanwhile."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return super().submit(_then_release, fn, args, kwargs)
+
+
 def _spawned(count: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    return _Workers(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _ready(modules: tuple[str, ...]) -> None:

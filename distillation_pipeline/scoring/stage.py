@@ -77,6 +77,7 @@ import orjson
 
 from distillation_pipeline.lib.atomic import BatchedReplace
 from distillation_pipeline.lib.digests import cached_sha256, prefix_entries, remember_digests, remember_prefixes
+from distillation_pipeline.lib.heap import releasing_heap
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline.lib.workers import borrowed, can_split
 from distillation_pipeline.schemas import CATEGORIES, EvidenceRecord
@@ -932,6 +933,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@releasing_heap
 def score_evidence_tree(layout: Layout, scorer_version: str = SCORER_VERSION, dry_run: bool = False) -> ScoreResult:
     with _gc_paused():
         return _score_evidence_tree(layout, scorer_version, dry_run)
