@@ -1,9 +1,12 @@
 """verify_*: re-read written datasets and find rows planted behind the exporter's back."""
 
+import hashlib
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distillation_pipeline.exports import (
     export_preference,
@@ -11,6 +14,7 @@ from distillation_pipeline.exports import (
     export_sft,
     verify_dataset,
 )
+from distillation_pipeline.exports import verify as verify_module
 from distillation_pipeline.exports.verify import verify_sft
 from distillation_pipeline.lib.layout import Layout
 from distillation_pipeline_tests.export_fixtures import (
@@ -191,3 +195,58 @@ def test_violations_beyond_the_limit_are_counted_not_listed(layout: Layout) -> N
 def test_unknown_dataset_is_an_error(layout: Layout) -> None:
     with pytest.raises(ValueError):
         verify_dataset(layout, "nope")
+
+
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")) | st.sampled_from([b"", b"  ", b"\t"]), max_size=60),
+    chunk=st.integers(1, 64),
+    n=st.integers(1, 9),
+    max_bytes=st.none() | st.integers(1, 120),
+    last_newline=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_rows_come_in_batches_of_at_most_n_rows_and_max_bytes_each_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], chunk: int, n: int, max_bytes: int | None, last_newline: bool
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if last_newline and lines else b"")
+    path = tmp_path_factory.mktemp("rows") / "d.jsonl"
+    path.write_bytes(data)
+    expected, offset = [], 0
+    for number, line in enumerate(data.split(b"\n") if data else [], start=1):
+        if line.strip():
+            expected.append((number, offset, offset + len(line), line))
+        offset += len(line) + 1
+    hasher = hashlib.sha256()
+    rows = verify_module._Rows(path, hasher)  # noqa: SLF001
+    got = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify_module, "_CHUNK_BYTES", chunk)
+        while True:
+            texts, numbers, starts, ends = rows.take(n, max_bytes)
+            if not texts:
+                break
+            assert len(texts) <= n
+            if max_bytes is not None and len(texts) > 1:
+                assert ends[-1] - starts[0] <= max_bytes
+            got += [(int(a), int(b), int(c), bytes(t)) for a, b, c, t in zip(numbers, starts, ends, texts, strict=True)]
+    assert [(a, b, bytes(t)) for a, b, _, t in got] == [(a, b, t) for a, b, _, t in expected]
+    assert hasher.digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 1000, 2500])  # rows here: ~940 bytes, their OpenAI twins ~220
+def test_a_check_in_batches_bounded_by_bytes_finds_what_one_in_large_batches_finds(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
+) -> None:
+    rows = read_jsonl(layout.preference_file)
+    for i in range(3):
+        append_json(layout.preference_file, {**rows[0], "id": f"pref-extra-{i}"})
+    append_json(layout.preference_file, {**rows[0], "id": "pref-leak", "rejected": f"use {GITHUB_TOKEN}"})
+    append_lines(layout.preference_file, [layout.preference_file.read_bytes().splitlines(keepends=True)[0]])
+    for variant in (layout.sft_openai_file, layout.preference_openai_file):  # one row longer than its main file
+        append_lines(variant, [variant.read_bytes().splitlines(keepends=True)[0]])
+    whole = {dataset: verify_dataset(layout, dataset, max_pairs_per_task=2) for dataset in ("rag", "sft", "preference")}
+    assert {"too_many_pairs", "duplicate_id", "secret_detected", "variant_mismatch"} <= codes(whole["preference"])
+    assert "variant_mismatch" in codes(whole["sft"])
+    monkeypatch.setattr(verify_module, "_BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(verify_module, "_CHUNK_BYTES", 5)
+    assert {dataset: verify_dataset(layout, dataset, max_pairs_per_task=2) for dataset in whole} == whole

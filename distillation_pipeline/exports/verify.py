@@ -17,6 +17,7 @@ violations were found than listed.
 import hashlib
 import heapq
 import itertools
+import math
 import re
 from array import array
 from collections.abc import Callable, Iterator
@@ -132,13 +133,14 @@ class _Trusted:
 
 Line = tuple[int, int, int, bytes | memoryview]  # line number, start, end offset, bytes without the newline
 _NEWLINE = 10
+_CHUNK_BYTES = 1 << 20  # read at a time; a batch of rows keeps the chunks it lies in
 _WHITESPACE = np.frombuffer(b" \t\r\x0b\x0c", dtype=np.uint8)  # and the newline: bytes.isspace
 
 
 class _Rows:
     """The non-blank lines of a file, taken in batches; ``hasher`` sees every byte read, so the
     file's sha256 is of exactly the bytes the check judged. Per line, only C-level work: the
-    line ends of a 4 MiB chunk are found, and its lines screened for blanks, in bulk, and
+    line ends of a chunk are found, and its lines screened for blanks, in bulk, and
     each line is a view of the chunk, not a copy."""
 
     def __init__(self, path: Path, hasher: Any) -> None:
@@ -157,7 +159,7 @@ class _Rows:
     def _fill(self) -> bool:
         if self._handle.closed:
             return False
-        chunk = self._handle.read(1 << 22)
+        chunk = self._handle.read(_CHUNK_BYTES)
         if chunk:
             self._hasher.update(chunk)
             buffer = self._tail + chunk if self._tail else chunk
@@ -200,11 +202,18 @@ class _Rows:
         self._at = 0
         return True
 
-    def take(self, n: int) -> tuple[list[memoryview], np.ndarray, np.ndarray, np.ndarray]:
-        """Up to ``n`` next rows (fewer only at the end): texts, line numbers, starts, ends."""
-        while len(self._texts) - self._at < n and self._fill():
+    def _buffered_bytes(self) -> int:
+        return int(self._ends[-1] - self._starts[self._at]) if self._at < len(self._texts) else 0
+
+    def take(self, n: int, max_bytes: int | None = None) -> tuple[list[memoryview], np.ndarray, np.ndarray, np.ndarray]:
+        """The next ``n`` rows, or as many (at least one) as fit in ``max_bytes``: fewer only at
+        the end or by that bound. Texts, line numbers, starts, ends."""
+        bound = max_bytes if max_bytes is not None else math.inf
+        while len(self._texts) - self._at < n and self._buffered_bytes() < bound and self._fill():
             pass
         at, end = self._at, min(self._at + n, len(self._texts))
+        if max_bytes is not None and end > at:  # the rows whose ends lie within the bound
+            end = at + max(1, int(np.searchsorted(self._ends[at:end], self._starts[at] + max_bytes, side="right")))
         self._at = end
         return self._texts[at:end], self._numbers[at:end], self._starts[at:end], self._ends[at:end]
 
@@ -420,7 +429,10 @@ def _repeats(keys: tuple[np.ndarray, ...], line: np.ndarray) -> Iterator[tuple[i
 # to what spans rows: unique ids and the per-task pair cap.
 RowCheck = Callable[[int, Row, _PlacedReport, bool], tuple[Row | None, str | None]]
 VariantFields = Callable[[Row], list[tuple[str, Any]]]
+# Rows per batch, and the bytes they may span: every chunk a batch's lines lie in stays in
+# memory until the batch is checked, and 4096 preference rows with their twins span ~12 MB.
 _BATCH = 4096
+_BATCH_BYTES = 1 << 21
 
 
 @dataclass
@@ -497,9 +509,11 @@ def _verify_file(
 
     try:
         while True:
-            texts, numbers, starts, ends = main_rows.take(_BATCH)
+            texts, numbers, starts, ends = main_rows.take(_BATCH, _BATCH_BYTES)
             twins, twin_numbers, twin_starts, twin_ends = (
-                variant_rows.take(_BATCH) if variant_rows is not None else ([], numbers[:0], starts[:0], ends[:0])
+                variant_rows.take(len(texts) or _BATCH, None if texts else _BATCH_BYTES)  # the same positions
+                if variant_rows is not None
+                else ([], numbers[:0], starts[:0], ends[:0])
             )
             if not texts and not twins:
                 break
