@@ -1,6 +1,11 @@
-"""lib/workers: warm workers are lent to stage after stage, and joined by their last user."""
+"""lib/workers: warm workers are lent to stage after stage, joined by their last user, and end
+with a caller that was killed."""
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +85,44 @@ def test_a_cgroup_quota_caps_the_cores(tmp_path, monkeypatch: pytest.MonkeyPatch
         files.append(str(tmp_path / f"f{i}"))
     monkeypatch.setattr(workers, "_QUOTA_FILES", (tuple(files),))
     assert workers._quota_cores() == expected  # noqa: SLF001
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from pathlib import Path
+from distillation_pipeline.lib import workers
+started = Path(sys.argv[1])
+with workers.borrowed(count=1) as pool:
+    pool.submit(started.touch)
+    pool.submit(time.sleep, 120)  # a long task, still running when this process is killed
+    print(*pool._processes, flush=True)
+    time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # exited; a zombie waits for a reaper that may never come here
+
+
+def test_a_worker_ends_soon_after_its_caller_is_killed_even_in_the_middle_of_a_task(tmp_path: Path) -> None:
+    started = tmp_path / "task-started"
+    caller = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(started)], stdout=subprocess.PIPE, text=True)
+    try:
+        (worker,) = map(int, caller.stdout.readline().split())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the worker never ran its first task"
+        time.sleep(0.3)  # the long task is running
+        assert not _gone(worker)
+    finally:
+        caller.kill()
+        caller.wait()
+    deadline = time.monotonic() + 10 * workers.ORPHAN_POLL_SECONDS + 5
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(worker), "the worker outlived its killed caller"
