@@ -576,30 +576,34 @@ def _append_seen(layout: Layout, stream: str, new_seen: array.array) -> int:
 
 
 class _PartitionWriter:
-    """Buffers one stream's evidence lines per partition file and appends them in large writes."""
+    """Buffers one stream's evidence lines per partition file and appends them in large writes.
+
+    Each partition's lines are copied into one ``bytearray``, not kept as a list of the lines:
+    ``orjson.dumps`` returns its bytes without shrinking its buffer, so a ~1.1 KB evidence line
+    held ~4 KB, and 16 MiB of buffered lines held ~60 MB (tracemalloc, 1M rows)."""
 
     def __init__(self, layout: Layout, state: CollectState, dry_run: bool, stage_pid: int) -> None:
         self.layout = layout
         self.state = state
         self.dry_run = dry_run
         self.stage_pid = stage_pid
-        self.buffers: dict[str, list[bytes]] = {}
+        self.buffers: dict[str, bytearray] = {}
         self.partitions: dict[tuple[str, str], str] = {}  # (date, stream) -> relative path
         self.buffered = 0
         self.touched: set[str] = set()
-        self._adder_caches: list[dict[str, list[bytes]]] = []
+        self._adder_caches: list[dict[str, bytearray]] = []
 
     def stream_adder(self, stream: str) -> Callable[[str, bytes], None]:
         """``add`` for one stream's lines: ``adder(event_at_iso, line)``, with lookups hoisted."""
-        by_date: dict[str, list[bytes]] = {}  # date -> the buffer of that partition file
+        by_date: dict[str, bytearray] = {}  # date -> the buffer of that partition file
         self._adder_caches.append(by_date)  # emptied whenever the buffers are
 
         def adder(event_at_iso: str, line: bytes) -> None:
             # event_at is "YYYY-MM-DDT..." in UTC: the partition is its date.
-            lines = by_date.get(event_at_iso[:10])
-            if lines is None:
-                lines = by_date[event_at_iso[:10]] = self.buffers.setdefault(self._rel(event_at_iso, stream), [])
-            lines.append(line)
+            buffer = by_date.get(event_at_iso[:10])
+            if buffer is None:
+                buffer = by_date[event_at_iso[:10]] = self.buffers.setdefault(self._rel(event_at_iso, stream), bytearray())
+            buffer += line
             self.buffered += len(line)
             if self.buffered >= _FLUSH_BYTES:
                 self.flush()
@@ -640,11 +644,11 @@ class _PartitionWriter:
     def flush(self) -> None:
         if not self.dry_run:
             self.ensure_stage_alive()
-            for rel, lines in self.buffers.items():
+            for rel, buffer in self.buffers.items():
                 path = self.layout.root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "ab") as handle:
-                    handle.write(b"".join(lines))
+                    handle.write(buffer)
                 self.touched.add(rel)
         self.buffers.clear()
         self._clear_adder_caches()
