@@ -1,14 +1,15 @@
-"""Worker processes for the stages that split their work over both cores.
+"""The worker process the stages split their work with, to use both cores.
 
 Spawned, never forked: the process that runs a stage also runs Dagster's threads, and a fork
 would copy their locks in whatever state they were. A spawned worker imports the code its task
-needs before its first row (~0.5 s for the export code, two at once on two cores).
+needs before its first row (~0.5 s for the export code).
 
-Where one process runs every stage (the ``distill`` command), ``warm_up`` starts the workers
-before the stages, so that import overlaps Dagster's start-up. Each stage then borrows them
-(``borrowed``) and leaves them running for the next one; the last user, the firewall checks,
-takes them (``taken``) and joins them. Joined children's CPU time is counted with the process
-that started them (what the benchmark reports) and their memory is given back.
+Every stage that splits runs one share in the calling process and the other in one worker, so
+one worker keeps two cores busy. Where one process runs every stage (the ``distill`` command),
+``warm_up`` starts it before the stages, so that its import overlaps Dagster's start-up. Each
+stage then borrows it (``borrowed``) and leaves it running for the next one; the last user, the
+firewall checks, takes it (``taken``) and joins it. A joined child's CPU time is counted with
+the process that started it (what the benchmark reports) and its memory is given back.
 
 Where there are no warm workers (a run launched from the UI executes each step in its own
 process), a stage starts its own and joins them when it ends.
@@ -32,7 +33,9 @@ from typing import Any
 
 from distillation_pipeline.lib.heap import release_free_heap
 
-MAX_WORKERS = 2  # this machine's cores; a stage that splits in two runs one half in the caller
+# A stage that splits runs one share in the caller, the other here. (Round 5 kept a second warm
+# worker for the checks alone: idle through every stage, it held ~64 MB at the 1M run's peak.)
+WARM_WORKERS = 1
 _warm: ProcessPoolExecutor | None = None
 
 
@@ -129,12 +132,12 @@ def _ready(modules: tuple[str, ...]) -> None:
 
 
 def warm_up(*modules: str) -> None:
-    """Start the workers now for the stages to come in this process, importing ``modules``
-    in each. Idempotent."""
+    """Start the worker now for the stages to come in this process, importing ``modules``.
+    Idempotent."""
     global _warm
     if _warm is None:
-        _warm = _spawned(MAX_WORKERS)
-        for _ in range(MAX_WORKERS):
+        _warm = _spawned(WARM_WORKERS)
+        for _ in range(WARM_WORKERS):
             _warm.submit(_ready, modules)  # one process is started per task while none is idle
 
 
