@@ -36,15 +36,21 @@ def release_free_heap() -> None:
         trim(0)
 
 
+def call_releasing(work: Callable[..., R], args: tuple, kwargs: dict) -> R:
+    """``work(*args, **kwargs)``, then ``release_free_heap`` however it ended. A module-level
+    function, so a worker pool can send it with its task (``lib/workers``)."""
+    try:
+        return work(*args, **kwargs)
+    finally:
+        release_free_heap()
+
+
 def releasing_heap(work: Callable[P, R]) -> Callable[P, R]:
-    """``work``, then ``release_free_heap`` however it ended: for a stage's entry point, and for
-    a piece of work that runs in the calling process between larger ones."""
+    """``work`` through ``call_releasing``: for a stage's entry point, and for a piece of work
+    that runs in the calling process between larger ones."""
 
     @functools.wraps(work)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return work(*args, **kwargs)
-        finally:
-            release_free_heap()
+        return call_releasing(work, args, kwargs)
 
     return run

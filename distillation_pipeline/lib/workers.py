@@ -31,7 +31,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from distillation_pipeline.lib.heap import release_free_heap
+from distillation_pipeline.lib.heap import call_releasing
 
 # A stage that splits runs one share in the caller, the other here. (Round 5 kept a second warm
 # worker for the checks alone: idle through every stage, it held ~64 MB at the 1M run's peak.)
@@ -80,19 +80,12 @@ def can_split() -> bool:
     return usable_cores() >= 2
 
 
-def _then_release(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        release_free_heap()
-
-
 class _Workers(ProcessPoolExecutor):
     """A pool whose workers give back the heap each task freed, so that a worker idle between
     stages (or running a small task) does not hold the largest task's memory meanwhile."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        return super().submit(_then_release, fn, args, kwargs)
+        return super().submit(call_releasing, fn, args, kwargs)
 
 
 def _spawned(count: int) -> ProcessPoolExecutor:
