@@ -193,7 +193,7 @@ def collect(
             rebuilt_streams.add(task.stream)
         appended.update(outcome.appended)
         if not dry_run:
-            for rel in _stream_files(state, task.stream):
+            for rel in _stream_files(state.evidence_files, task.stream):
                 del state.evidence_files[rel]
             state.evidence_files.update(outcome.evidence_files)
             if outcome.stream_state is not None:
@@ -233,13 +233,14 @@ class _StreamOutcome:
     appended: list[str]  # partition files appended to (relative paths)
 
 
-def _stream_files(state: CollectState, stream: str) -> list[str]:
+def _stream_files(rels: Iterable[str], stream: str) -> list[str]:
+    """The partition files of ``stream`` among ``rels`` (relative paths)."""
     suffix = f"/{stream}.jsonl"  # partitions are data/evidence/YYYY/MM/DD/<stream>.jsonl
-    return [rel for rel in state.evidence_files if rel.endswith(suffix)]
+    return [rel for rel in rels if rel.endswith(suffix)]
 
 
 def _stream_task(layout: Layout, stream: str, state: CollectState, recorded_at: datetime, dry_run: bool) -> _StreamTask:
-    files = {rel: state.evidence_files[rel] for rel in _stream_files(state, stream)}
+    files = {rel: state.evidence_files[rel] for rel in _stream_files(state.evidence_files, stream)}
     return _StreamTask(str(layout.root), stream, state.streams.get(stream), files, recorded_at, dry_run, os.getpid())
 
 
@@ -628,12 +629,11 @@ class _PartitionWriter:
     def drop_stream(self, stream: str) -> None:
         if not self.dry_run:
             self.ensure_stage_alive()
-        suffix = f"/{stream}.jsonl"
-        for rel in [rel for rel in self.state.evidence_files if rel.endswith(suffix)]:
+        for rel in _stream_files(self.state.evidence_files, stream):
             if not self.dry_run:
                 (self.layout.root / rel).unlink(missing_ok=True)
                 del self.state.evidence_files[rel]
-        for rel in [rel for rel in self.buffers if rel.endswith(suffix)]:
+        for rel in _stream_files(self.buffers, stream):
             del self.buffers[rel]
         self._clear_adder_caches()
 
